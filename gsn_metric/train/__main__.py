@@ -1,0 +1,41 @@
+"""``python -m gsn_metric.train {fit,evaluate,synthesize} ...``.
+
+Each sub-command lives in the module that does its work and exposes ``add_arguments(parser)`` and
+``main(args) -> int``; this file only wires them together.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# sub-command -> (module, one-line help)
+_COMMANDS = {
+    "fit": ("gsn_metric.train.loop", "train GSN on a rated dataset (or synthetic KADID pairs)"),
+    "evaluate": ("gsn_metric.train.evaluate", "correlations of a weight file with a dataset's human scores"),
+    "synthesize": ("gsn_metric.train.synthetic", "write a KADID-layout dataset from a folder of pristine images"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m gsn_metric.train",
+        description="Retrain, evaluate and make training data for the GSN image-quality metric.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{" + ",".join(_COMMANDS) + "}")
+    for name, (module, help_) in _COMMANDS.items():
+        p = sub.add_parser(name, help=help_, description=help_,
+                           formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        importlib.import_module(module).add_arguments(p)
+        p.set_defaults(_module=module)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return importlib.import_module(args._module).main(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
