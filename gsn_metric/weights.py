@@ -1,0 +1,248 @@
+"""GSN weight files: the registry of released weights, name/path resolution, safetensors load and save.
+
+A weight file is a ``.safetensors`` file (never a pickle) whose metadata carries everything needed to
+rebuild and interpret the network:
+
+========================  =====================================================================
+``format``                ``"gsn-metric"``
+``format_version``        ``"1"``
+``config``                :class:`~gsn_metric.model.GSNConfig` as JSON (architecture hyper-parameters)
+``training_data``         what it was trained on, free text (e.g. ``"KADID-10k (all 10,125 pairs)"``)
+``score_name``            the scale of its scores (e.g. ``"KADID-10k DMOS"``)
+``score_range``           JSON ``[lo, hi]`` of that scale; higher = better always
+``gsn_metric_version``    the library version that wrote it
+========================  =====================================================================
+
+A manifest (``manifest.json``) lists files by name with their sha256 and measured results. The bundled
+manifest (``weights/manifest.json`` in the repository, ``gsn_metric._bundled`` once installed) is the
+registry of released weights; a training run writes one beside its export, which is honoured the same way.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import load_file, save_file
+
+from ._version import __version__
+from .model import GSN, GSNConfig
+
+FORMAT = "gsn-metric"
+FORMAT_VERSION = "1"
+MANIFEST = "manifest.json"
+
+_NO_WEIGHTS = (
+    "No trained GSN weights are released yet, so GSN cannot score without a weight file. Pass "
+    "weights='path/to/gsn.safetensors' (or --weights on the command line): train one with "
+    "`python -m gsn_metric.train fit ...` (see the README's 'Retrain' section) or use one a colleague shared."
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class WeightsInfo:
+    """What a loaded weight file says about itself."""
+
+    path: Path
+    sha256: str
+    config: GSNConfig
+    training_data: str
+    score_name: str
+    score_range: tuple[float, float]
+    version: str
+    name: str | None = None
+    results: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
+def _bundled_dir() -> Path:
+    return Path(str(resources.files("gsn_metric._bundled")))
+
+
+def _read_manifest(directory: Path) -> dict[str, Any]:
+    """``{"format": 1, "default": name or None, "weights": {name: entry}}``; empty if there is no manifest."""
+    path = directory / MANIFEST
+    if not path.is_file():
+        return {"format": 1, "default": None, "weights": {}}
+    try:
+        manifest = json.loads(path.read_text())
+        if not isinstance(manifest["weights"], dict):
+            raise ValueError("'weights' is not a mapping")
+    except (ValueError, KeyError) as err:
+        raise ValueError(f"{path} is not a valid gsn-metric manifest ({err}); restore or delete it") from err
+    return manifest
+
+
+def list_weights() -> list[str]:
+    """Names of the released weights (usable as ``GSNScore(weights=name)``); empty until weights are released."""
+    return sorted(_read_manifest(_bundled_dir())["weights"])
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def resolve(spec: str | os.PathLike | None) -> tuple[Path, dict[str, Any] | None, str | None]:
+    """Find a weight file: explicit path → bundled file → local huggingface-hub cache → download.
+
+    Returns ``(path, manifest entry or None, name or None)``. ``None`` asks for the default released
+    weights. ``HF_HUB_OFFLINE=1`` makes the last step use the cache only.
+    """
+    manifest = _read_manifest(_bundled_dir())
+    bundled = manifest["weights"]
+    if spec is None:
+        if not manifest.get("default"):
+            raise RuntimeError(_NO_WEIGHTS)
+        spec = manifest["default"]
+    path = Path(spec)
+    if path.is_file():
+        beside = _read_manifest(path.parent)["weights"].values()
+        return path, next((e for e in beside if e.get("file") == path.name), None), None
+    name = str(spec)
+    if name not in bundled:
+        if path.suffix or os.sep in name:
+            raise FileNotFoundError(f"weight file {name} does not exist; check the path")
+        known = ", ".join(sorted(bundled)) or "none released yet"
+        raise ValueError(f"unknown GSN weights {name!r} (released: {known}). " + ("" if bundled else _NO_WEIGHTS))
+    entry = bundled[name]
+    local = _bundled_dir() / entry["file"]
+    if local.is_file():
+        return local, entry, name
+    import huggingface_hub  # only needed for weights not in the wheel
+
+    cached = huggingface_hub.try_to_load_from_cache(entry["repo_id"], entry["file"], revision=entry.get("revision"))
+    if isinstance(cached, str):
+        return Path(cached), entry, name
+    try:
+        fetched = huggingface_hub.hf_hub_download(entry["repo_id"], entry["file"], revision=entry.get("revision"))
+    except Exception as err:  # offline, no network, hub down: all mean "not available here"
+        raise RuntimeError(
+            f"GSN weights {name!r} are neither bundled nor cached, and downloading {entry['file']} from "
+            f"huggingface.co/{entry['repo_id']} failed ({type(err).__name__}: {err}). Download it on a machine "
+            f"with internet and pass weights='path/to/{entry['file']}'."
+        ) from err
+    return Path(fetched), entry, name
+
+
+def _check_is_safetensors(path: Path) -> None:
+    with open(path, "rb") as f:
+        head = f.read(9)
+    if head[:4] == b"PK\x03\x04" or head[:1] == b"\x80":
+        raise ValueError(
+            f"{path} is a pickled PyTorch checkpoint; gsn-metric loads only safetensors (pickles can run code). "
+            "Convert a trusted checkpoint with safetensors.torch.save_file(torch.load(f, weights_only=True), out)."
+        )
+    if len(head) < 9 or head[8:9] != b"{":
+        raise ValueError(f"{path} is not a safetensors file (corrupt or truncated?); download or export it again")
+
+
+def load_model(
+    spec: str | os.PathLike | None = None, device: str | torch.device | None = None
+) -> tuple[GSN, WeightsInfo]:
+    """Build a :class:`GSN` from a weight file (name or path, see :func:`resolve`), in eval mode on ``device``.
+
+    Every failure names the file: a pickle, a corrupt file, a sha256 that differs from its manifest, metadata
+    that is not gsn-metric's, missing, unexpected or mis-shaped tensors.
+    """
+    path, entry, name = resolve(spec)
+    _check_is_safetensors(path)
+    digest = sha256_file(path)
+    if entry and entry.get("sha256") and entry["sha256"] != digest:
+        raise ValueError(
+            f"{path} has sha256 {digest}, but its manifest says {entry['sha256']}: the file is corrupt or not the "
+            "released one. Delete it and download or export it again."
+        )
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+        state = load_file(str(path))
+    except SafetensorError as err:
+        raise ValueError(f"{path} could not be read as safetensors ({err}); download or export it again") from err
+    if meta.get("format") != FORMAT:
+        raise ValueError(f"{path} is a safetensors file but not gsn-metric weights (metadata format={meta.get('format')!r})")
+    if meta.get("format_version") != FORMAT_VERSION:
+        raise ValueError(f"{path} has weights format {meta.get('format_version')!r}; this gsn-metric reads {FORMAT_VERSION!r}")
+    config = GSNConfig.from_json(meta["config"])
+    model = GSN(config)
+    _load_state(model, state, path)
+    info = WeightsInfo(
+        path=path,
+        sha256=digest,
+        config=config,
+        training_data=meta.get("training_data", "unknown"),
+        score_name=meta.get("score_name", "unknown"),
+        score_range=tuple(json.loads(meta.get("score_range", "[0, 1]"))),
+        version=meta.get("gsn_metric_version", "unknown"),
+        name=name,
+        results=(entry or {}).get("results", {}),
+    )
+    return model.to(device).eval(), info
+
+
+def _load_state(model: GSN, state: dict[str, torch.Tensor], path: Path) -> None:
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    wrong = [f"{k}: file {tuple(state[k].shape)} vs model {tuple(v.shape)}"
+             for k, v in expected.items() if k in state and state[k].shape != v.shape]
+    if missing or unexpected or wrong:
+        raise ValueError(
+            f"{path} does not match the GSN architecture in its own metadata: "
+            f"missing {missing[:5]}, unexpected {unexpected[:5]}, wrong shapes {wrong[:5]}. "
+            "The file is damaged or was edited; export it again."
+        )
+    model.load_state_dict(state)
+
+
+def save_weights(
+    model: GSN,
+    path: str | os.PathLike,
+    *,
+    training_data: str,
+    score_name: str,
+    score_range: tuple[float, float],
+    name: str | None = None,
+    results: dict[str, Any] | None = None,
+) -> str:
+    """Write ``model`` (unfolded) as gsn-metric safetensors and record it in the manifest beside it.
+
+    The manifest entry (key ``name``, default the file's stem) holds the sha256 and ``results``, so
+    ``GSNScore(weights=path)`` verifies the file. Returns the sha256.
+    """
+    path = Path(path)
+    meta = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "config": model.config.to_json(),
+        "training_data": training_data,
+        "score_name": score_name,
+        "score_range": json.dumps([float(score_range[0]), float(score_range[1])]),
+        "gsn_metric_version": __version__,
+    }
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    tmp = path.with_name(path.name + ".tmp")
+    save_file(state, str(tmp), metadata=meta)
+    os.replace(tmp, path)  # atomic: a reader never sees half a file
+    digest = sha256_file(path)
+    manifest = _read_manifest(path.parent)
+    manifest["weights"][name or path.stem] = {
+        "file": path.name,
+        "sha256": digest,
+        "training_data": training_data,
+        "score_name": score_name,
+        "results": results or {},
+    }
+    tmp_manifest = path.parent / (MANIFEST + ".tmp")
+    tmp_manifest.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp_manifest, path.parent / MANIFEST)
+    return digest
