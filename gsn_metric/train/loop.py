@@ -1,0 +1,384 @@
+"""``python -m gsn_metric.train fit``: train GSN on a rated data set and export the best model.
+
+The paper's recipe by default (Ranger, batch 32, lr 1e-3, weight decay 1e-5, 300 epochs, random 192×192 paired
+crops + flips, loss MSE + 0.1·pair + 0.1·list). Choices of ours, each also stated where it is made:
+
+* **Score scale.** Targets are mapped linearly from the data set's nominal ``score_range`` [lo, hi] to [0, 1]
+  while training (the loss's MSE and list terms want a unit-ish scale, and PIPAL's Elo ~1000–1600 would
+  otherwise dominate the first epochs with bias fitting). The export folds the inverse map into the last
+  (linear) layer, so exported weights score on the data set's own scale, higher = better, as their metadata
+  says.
+* **Determinism.** The sampler order and every crop are functions of ``(seed, epoch)`` only (see
+  ``datasets``), so a run resumed from its checkpoint continues exactly as the uninterrupted run would.
+* **Checkpoint** ``OUT/checkpoint.pt`` is written atomically (temp file + ``os.replace``) after every epoch;
+  a killed run relaunched with ``--resume`` loses at most the epoch in progress. It holds only what
+  ``torch.load(weights_only=True)`` accepts (tensors, dicts, lists, numbers, strings, None): model, optimiser
+  (inner RAdam and Lookahead's slow weights), grad scaler, epoch, step, RNG states as tensors, best score,
+  history and every CLI flag.
+* **Export.** ``OUT/best.safetensors`` (+ ``OUT/manifest.json``) is the model with the best validation main
+  score (SRCC + PLCC); with ``--val-fraction 0`` (the paper's train-on-everything protocol) it is the latest.
+* **Multi-GPU.** ``torchrun --nproc_per_node N python -m gsn_metric.train fit ...`` runs DDP (NCCL on CUDA,
+  Gloo on CPU), detected from ``WORLD_SIZE``/``RANK``/``LOCAL_RANK``; the same command without torchrun runs
+  one process. ``--batch-size`` is the global batch (each process takes ``batch-size / N``; the loss's batch
+  terms are computed per process). Validation, checkpoints and exports happen on rank 0.
+* **AMP** (``--amp``, default on) applies on CUDA only: bfloat16 autocast where the GPU supports it, else
+  float16 with a gradient scaler (V100, the paper's GPU, has no fast bfloat16).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import copy
+import json
+import math
+import os
+import random
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, Dataset
+from torch.utils.data.distributed import DistributedSampler
+from tqdm import tqdm
+
+from ..model import GSN, GSNConfig
+from ..weights import save_weights
+from .datasets import add_dataset_arguments, open_dataset
+from .losses import GSNTrainingLoss
+from .optim import build_ranger
+
+__all__ = ["TINY", "add_arguments", "load_checkpoint", "main", "model_config"]
+
+CHECKPOINT = "checkpoint.pt"
+EXPORT = "best.safetensors"
+CHECKPOINT_FORMAT = "gsn-metric-train-checkpoint-1"
+# The test-size network of tests/conftest.py: the paper's structure at a thousandth of the cost.
+TINY = GSNConfig(stem=4, blocks=((6, 8, 6), (6, 6), (6,)), fusion_channels=4, fusion_size=6)
+# Flags that may change between a run and its resumption without changing what is trained.
+_RESUMABLE_CHANGES = {"epochs", "workers", "device", "resume", "max_steps", "val_every", "out", "root", "labels",
+                      "pristine"}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The ``fit`` flags (data-set flags from :func:`datasets.add_dataset_arguments`)."""
+    add_dataset_arguments(parser)
+    g = parser.add_argument_group("optimisation (defaults: the paper)")
+    g.add_argument("--epochs", type=int, default=300, help="number of epochs in all (also when resuming)")
+    g.add_argument("--batch-size", type=int, default=32, help="pairs per step, over all processes")
+    g.add_argument("--lr", type=float, default=1e-3, help="Ranger learning rate (constant)")
+    g.add_argument("--weight-decay", type=float, default=1e-5, help="decoupled weight decay")
+    g.add_argument("--mse-weight", type=float, default=1.0, help="weight of the MSE on (rescaled) scores")
+    g.add_argument("--alpha", type=float, default=0.1, help="weight of the Norm-in-Norm pair term")
+    g.add_argument("--beta", type=float, default=0.1, help="weight of the listwise KL term")
+    g.add_argument("--rank-loss", type=float, default=0.0,
+                   help="weight of ASNA's differentiable SRCC surrogate (0: off, as in the paper)")
+    g.add_argument("--clip-grad", type=float, default=10.0,
+                   help="clip the gradient's global L2 norm to this (a guard against rare spikes; 0: off)")
+    g = parser.add_argument_group("model")
+    g.add_argument("--tiny", action="store_true", help="the test-size network (tests and smoke runs only)")
+    g.add_argument("--width", type=float, default=1.0,
+                   help="multiply every channel count of the paper's network by this (1: the paper's)")
+    g = parser.add_argument_group("run")
+    g.add_argument("--out", required=True, help="output folder: checkpoint.pt, best.safetensors, history.json")
+    g.add_argument("--resume", action="store_true",
+                   help="continue from OUT/checkpoint.pt if there is one (else start), so the same command can "
+                        "be relaunched after a kill; without it an existing checkpoint is an error")
+    g.add_argument("--device", default="auto", help="'auto' (CUDA if available), 'cpu', 'cuda', 'cuda:1', ...")
+    g.add_argument("--amp", action=argparse.BooleanOptionalAction, default=True,
+                   help="mixed precision on CUDA (bfloat16, or float16 + grad scaler where bf16 is slow)")
+    g.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1),
+                   help="DataLoader worker processes per GPU/process (0: load in the main process)")
+    g.add_argument("--val-every", type=int, default=1, help="validate every N epochs (and after the last)")
+    g.add_argument("--max-steps", type=int, default=None,
+                   help="stop after this many optimiser steps in all, ending the epoch there (smoke tests)")
+
+
+def model_config(args: argparse.Namespace) -> GSNConfig:
+    """The architecture the flags ask for: TINY, or the paper's with every width scaled by ``--width``."""
+    if args.tiny:
+        return TINY
+    if args.width == 1.0:
+        return GSNConfig()
+    paper = GSNConfig()
+
+    def scale(c: int) -> int:
+        return max(1, round(c * args.width))
+
+    return GSNConfig(stem=scale(paper.stem), blocks=tuple(tuple(map(scale, b)) for b in paper.blocks),
+                     fusion_channels=scale(paper.fusion_channels))
+
+
+# ---------------------------------------------------------------------------------------------------------
+# process group, seeding, RNG state as tensors
+
+
+def _setup_distributed(device_flag: str) -> tuple[int, int, torch.device]:
+    """(rank, world size, device); joins the torchrun process group when ``WORLD_SIZE`` > 1."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank, local_rank = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
+    if device_flag == "auto":
+        device = torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
+    else:
+        device = torch.device(device_flag)
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise RuntimeError(f"--device {device_flag} was asked for, but this torch sees no CUDA GPU")
+        if device.type == "cuda" and world > 1:
+            device = torch.device(f"cuda:{local_rank}")  # one GPU per process under torchrun
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    if world > 1:
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return rank, world, device
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def _seed_worker(worker_id: int) -> None:
+    """DataLoader workers: seed numpy and random from the per-worker torch seed the loader derived."""
+    seed = torch.initial_seed() % 2**32
+    np.random.seed(seed)
+    random.seed(seed)
+
+
+def _mix(*numbers: int) -> int:
+    """A 63-bit seed from several integers (seed, epoch, rank), well mixed."""
+    return int(np.random.SeedSequence(list(numbers)).generate_state(1, np.uint64)[0] >> np.uint64(1))
+
+
+def _rng_state() -> dict[str, Any]:
+    """Every global RNG state as tensors and numbers (loadable with ``weights_only=True``)."""
+    version, mt, gauss = random.getstate()
+    _, keys, pos, has_gauss, cached = np.random.get_state()
+    return {
+        "python": {"version": version, "state": torch.tensor(mt, dtype=torch.int64), "gauss": gauss},
+        "numpy": {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos), "has_gauss": int(has_gauss),
+                  "cached": float(cached)},
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+    }
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    py = state["python"]
+    random.setstate((py["version"], tuple(py["state"].tolist()), py["gauss"]))
+    np_ = state["numpy"]
+    np.random.set_state(("MT19937", np_["keys"].numpy().astype(np.uint32), np_["pos"], np_["has_gauss"],
+                         np_["cached"]))
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+# ---------------------------------------------------------------------------------------------------------
+# checkpoint and export
+
+
+def _save_atomic(obj: Any, path: Path) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)  # a kill leaves either the old or the new checkpoint, never half of one
+
+
+def load_checkpoint(path: str | os.PathLike, device: torch.device | str = "cpu") -> dict[str, Any]:
+    """Read a training checkpoint (``weights_only=True``: no code runs); checks its format marker."""
+    ckpt = torch.load(path, map_location=device, weights_only=True)
+    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
+        raise ValueError(f"{path} is not a gsn-metric training checkpoint ({CHECKPOINT_FORMAT})")
+    return ckpt
+
+
+def _cli_flags(args: argparse.Namespace) -> dict[str, Any]:
+    """The parsed flags as JSON-able values (private keys such as the sub-command's module dropped)."""
+    return {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if not k.startswith("_")}
+
+
+def _export_copy(model: GSN, lo: float, hi: float) -> GSN:
+    """An eval-mode copy whose outputs are on the data set's scale: FC ← (hi − lo)·FC + lo (exact, linear)."""
+    export = copy.deepcopy(model).float().eval().to(memory_format=torch.contiguous_format)
+    with torch.no_grad():
+        export.fc.weight.mul_(hi - lo)
+        export.fc.bias.mul_(hi - lo).add_(lo)
+    return export
+
+
+# ---------------------------------------------------------------------------------------------------------
+# training
+
+
+def _validate(model: GSN, dataset: Dataset, batch_size: int, device: torch.device) -> dict[str, float]:
+    from .evaluate import correlations, predict
+
+    pred, mos, _ = predict(model, dataset, batch_size, device)
+    return {k: float(v) for k, v in correlations(pred, mos).items()}
+
+
+def _autocast(device: torch.device, amp: bool) -> tuple[contextlib.AbstractContextManager, torch.dtype | None]:
+    """The forward pass's autocast context and dtype (None: full precision)."""
+    if not amp or device.type != "cuda":
+        return contextlib.nullcontext(), None
+    dtype = torch.bfloat16 if torch.cuda.is_bf16_supported(including_emulation=False) else torch.float16
+    return torch.autocast("cuda", dtype=dtype), dtype
+
+
+def main(args: argparse.Namespace) -> int:
+    """Train as the flags say (see :func:`add_arguments`); returns 0, raises on bad input."""
+    rank, world, device = _setup_distributed(args.device)
+    try:
+        _train(args, rank, world, device)
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+    return 0
+
+
+def _train(args: argparse.Namespace, rank: int, world: int, device: torch.device) -> None:
+    out = Path(args.out)
+    ckpt_path = out / CHECKPOINT
+    is_main = rank == 0
+    say = print if is_main else (lambda *a, **k: None)
+    if ckpt_path.exists() and not args.resume:
+        raise FileExistsError(f"{ckpt_path} exists: pass --resume to continue that run, or choose another --out")
+    if args.batch_size % world:
+        raise ValueError(f"--batch-size {args.batch_size} is not divisible by the {world} processes")
+    out.mkdir(parents=True, exist_ok=True)
+    _seed_everything(args.seed)
+
+    has_val = args.val_fraction > 0
+    train_set = open_dataset(args, "train" if has_val else "all", train=True)
+    val_set = open_dataset(args, "val", train=False) if has_val and is_main else None
+    lo, hi = (float(v) for v in train_set.score_range)
+    local_batch = args.batch_size // world
+    sampler = DistributedSampler(train_set, num_replicas=world, rank=rank, shuffle=True, seed=args.seed)
+    if len(sampler) < local_batch:
+        raise ValueError(f"the training split has {len(train_set)} pairs, fewer than one batch of {local_batch} "
+                         f"per process: lower --batch-size or --val-fraction")
+    loader_rng = torch.Generator()
+    loader = DataLoader(train_set, batch_size=local_batch, sampler=sampler, num_workers=args.workers,
+                        pin_memory=device.type == "cuda", drop_last=True,  # BatchNorm and batch loss terms
+                        worker_init_fn=_seed_worker, generator=loader_rng)
+
+    config = model_config(args)
+    model = GSN(config).to(device)
+    channels_last = device.type == "cuda"  # the fast layout for cuDNN convolutions; no gain on CPU
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    optimizer = build_ranger(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
+    autocast, amp_dtype = _autocast(device, args.amp)
+    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
+    criterion = GSNTrainingLoss(alpha=args.alpha, beta=args.beta, mse_weight=args.mse_weight,
+                                rank_weight=args.rank_loss)
+
+    start_epoch, step, best, history = 0, 0, None, []
+    if args.resume and ckpt_path.exists():
+        ckpt = load_checkpoint(ckpt_path, device)
+        if ckpt["architecture"] != config.to_json():
+            raise ValueError(f"{ckpt_path} holds a different architecture ({ckpt['architecture']}); "
+                             "use the run's --tiny/--width flags or another --out")
+        changed = {k for k, v in _cli_flags(args).items() if ckpt["args"].get(k, v) != v} - _RESUMABLE_CHANGES
+        if changed:
+            say(f"warning: resuming with changed flags {sorted(changed)} (checkpoint: "
+                f"{ {k: ckpt['args'].get(k) for k in sorted(changed)} })", file=sys.stderr)
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        scaler.load_state_dict(ckpt["scaler"])
+        _set_rng_state(ckpt["rng"])
+        start_epoch, step, best, history = ckpt["epoch"], ckpt["step"], ckpt["best"], ckpt["history"]
+        say(f"resumed from {ckpt_path}: {start_epoch} epoch(s), {step} steps done")
+    net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) \
+        if world > 1 else model
+
+    say(f"training {train_set!r}\n  validating on {val_set!r}\n  {config}\n  on {device} × {world}, "
+        f"batch {args.batch_size}, {len(loader)} steps/epoch, amp {amp_dtype}")
+    for epoch in range(start_epoch, args.epochs):
+        if args.max_steps is not None and step >= args.max_steps:
+            break
+        # The epoch alone decides order and crops (resume = uninterrupted run); see the module docstring.
+        sampler.set_epoch(epoch)
+        train_set.set_epoch(epoch)
+        loader_rng.manual_seed(_mix(args.seed, epoch, rank))
+        net.train()
+        sums: dict[str, float] = {}
+        n_batches, n_pairs, t0 = 0, 0, time.perf_counter()
+        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{args.epochs}", disable=not is_main, leave=False,
+                   dynamic_ncols=True)
+        for batch in bar:
+            fmt = torch.channels_last if channels_last else torch.contiguous_format
+            ref = batch["ref"].to(device, non_blocking=True).contiguous(memory_format=fmt)
+            dis = batch["dist"].to(device, non_blocking=True).contiguous(memory_format=fmt)
+            target = (batch["score"].to(device) - lo) / (hi - lo)
+            with autocast:
+                pred = net(ref, dis)
+            loss, terms = criterion(pred.float(), target)
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            if args.clip_grad > 0:
+                scaler.unscale_(optimizer)
+                torch.nn.utils.clip_grad_norm_(model.parameters(), args.clip_grad)
+            scaler.step(optimizer)
+            scaler.update()
+            step += 1
+            n_batches += 1
+            n_pairs += ref.shape[0] * world
+            for k, v in terms.items():
+                sums[k] = sums.get(k, 0.0) + float(v)
+            bar.set_postfix(loss=f"{sums['total'] / n_batches:.4f}")
+            if args.max_steps is not None and step >= args.max_steps:
+                break
+        bar.close()
+        seconds = time.perf_counter() - t0
+        record: dict[str, Any] = {"epoch": epoch + 1, "step": step, "seconds": round(seconds, 2),
+                                  "pairs_per_s": round(n_pairs / seconds, 2),
+                                  "train": {k: v / max(n_batches, 1) for k, v in sums.items()}}
+        last = epoch + 1 == args.epochs or (args.max_steps is not None and step >= args.max_steps)
+        if is_main:
+            export = _export_copy(model, lo, hi)
+            if val_set is not None and ((epoch + 1) % args.val_every == 0 or last):
+                record["val"] = _validate(export, val_set, local_batch, device)
+            main_score = record.get("val", {}).get("main")
+            if val_set is None or (main_score is not None and (best is None or main_score > best["main"])):
+                best = {"epoch": epoch + 1, "main": main_score, "val": record.get("val", {})}
+                save_weights(export, out / EXPORT, training_data=_describe(train_set, args),
+                             score_name=train_set.score_name, score_range=(lo, hi),
+                             results={"validation": best["val"], "epoch": epoch + 1} if best["val"] else {})
+            history.append(record)
+            _save_atomic({
+                "format": CHECKPOINT_FORMAT, "epoch": epoch + 1, "step": step,
+                "model": model.state_dict(), "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
+                "rng": _rng_state(), "best": best, "history": history, "args": _cli_flags(args),
+                "architecture": config.to_json(), "score_range": [lo, hi],
+            }, ckpt_path)
+            (out / "history.json").write_text(json.dumps(history, indent=1) + "\n")
+            say(_summary(record))
+        if world > 1:
+            dist.barrier()  # the others wait for rank 0's validation and checkpoint
+    if best is not None:
+        say(f"best: epoch {best['epoch']}" + (f", val main {best['main']:.4f}" if best["main"] is not None else "")
+            + f" → {out / EXPORT}")
+
+
+def _describe(dataset: Dataset, args: argparse.Namespace) -> str:
+    """Free-text ``training_data`` for the weights' metadata."""
+    title = getattr(dataset, "title", args.dataset)
+    split = "all pairs" if args.val_fraction == 0 else f"train split, {1 - args.val_fraction:.0%} of references"
+    return f"{title} ({len(dataset)} pairs, {split}, seed {args.seed})"
+
+
+def _summary(record: dict[str, Any]) -> str:
+    train = record["train"]
+    text = (f"epoch {record['epoch']}: loss {train.get('total', math.nan):.4f} "
+            f"(mse {train.get('mse', math.nan):.4f}, pair {train.get('pair', math.nan):.4f}, "
+            f"list {train.get('list', math.nan):.4f}), {record['pairs_per_s']:.1f} pairs/s")
+    if "val" in record:
+        v = record["val"]
+        text += f"; val SRCC {v.get('srcc', math.nan):.4f} PLCC {v.get('plcc', math.nan):.4f}"
+    return text
