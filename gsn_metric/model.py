@@ -27,13 +27,13 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["GSNConfig", "CDCConv2d", "SpatialAttention", "SiameseBranch", "MultiLevelFusion", "GSN"]
+__all__ = ["GSN", "CDCConv2d", "GSNConfig", "MultiLevelFusion", "SiameseBranch", "SpatialAttention"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,7 +61,7 @@ class GSNConfig:
         return json.dumps(dataclasses.asdict(self), sort_keys=True)
 
     @classmethod
-    def from_json(cls, text: str) -> "GSNConfig":
+    def from_json(cls, text: str) -> GSNConfig:
         raw = json.loads(text)
         unknown = set(raw) - {f.name for f in dataclasses.fields(cls)}
         if unknown:
@@ -157,8 +157,10 @@ class MultiLevelFusion(nn.Module):
         for reduce, r, d in zip(self.reduce, ref_levels, dist_levels):
             pair = torch.cat([r, d, r - d], dim=1)
             # antialias only acts when shrinking; growing (24 → 36 for 192² patches) is plain bilinear.
-            pair = F.interpolate(pair, size=(self.size, self.size), mode="bilinear", align_corners=False,
-                                 antialias=pair.shape[-1] > self.size or pair.shape[-2] > self.size)
+            # The antialiased kernel has no half-precision CPU implementation, hence float32 under autocast.
+            resized = F.interpolate(pair.float(), size=(self.size, self.size), mode="bilinear", align_corners=False,
+                                    antialias=pair.shape[-1] > self.size or pair.shape[-2] > self.size)
+            pair = resized.to(pair.dtype)
             fused = reduce(pair if fused is None else torch.cat([fused, pair], dim=1))
         return self.head(fused)
 
@@ -190,7 +192,7 @@ class GSN(nn.Module):
         return self.fc(fused.flatten(1)).squeeze(1)
 
     @torch.no_grad()
-    def fold(self) -> "GSN":
+    def fold(self) -> GSN:
         """An inference copy with every CDC (and the BatchNorm after it) folded into one plain conv.
 
         Exact in real arithmetic: CDC is linear (see :class:`CDCConv2d`) and eval-mode BatchNorm is an

@@ -10,6 +10,7 @@ rebuild and interpret the network:
 ``training_data``         what it was trained on, free text (e.g. ``"KADID-10k (all 10,125 pairs)"``)
 ``score_name``            the scale of its scores (e.g. ``"KADID-10k DMOS"``)
 ``score_range``           JSON ``[lo, hi]`` of that scale; higher = better always
+``patch_size``            the side of the square patches it was trained on and scores (the paper: 192)
 ``gsn_metric_version``    the library version that wrote it
 ========================  =====================================================================
 
@@ -34,6 +35,7 @@ from safetensors.torch import load_file, save_file
 
 from ._version import __version__
 from .model import GSN, GSNConfig
+from .patches import PATCH_SIZE
 
 FORMAT = "gsn-metric"
 FORMAT_VERSION = "1"
@@ -56,6 +58,7 @@ class WeightsInfo:
     training_data: str
     score_name: str
     score_range: tuple[float, float]
+    patch_size: int
     version: str
     name: str | None = None
     results: dict[str, Any] = dataclasses.field(default_factory=dict)
@@ -137,13 +140,15 @@ def resolve(spec: str | os.PathLike | None) -> tuple[Path, dict[str, Any] | None
 def _check_is_safetensors(path: Path) -> None:
     with open(path, "rb") as f:
         head = f.read(9)
+    if head[8:9] == b"{":  # 8-byte header length, then the JSON header
+        return
+    # torch.save writes a zip (PK…) since torch 1.6, a bare pickle (protocol 2+ starts 0x80) before.
     if head[:4] == b"PK\x03\x04" or head[:1] == b"\x80":
         raise ValueError(
             f"{path} is a pickled PyTorch checkpoint; gsn-metric loads only safetensors (pickles can run code). "
             "Convert a trusted checkpoint with safetensors.torch.save_file(torch.load(f, weights_only=True), out)."
         )
-    if len(head) < 9 or head[8:9] != b"{":
-        raise ValueError(f"{path} is not a safetensors file (corrupt or truncated?); download or export it again")
+    raise ValueError(f"{path} is not a safetensors file (corrupt or truncated?); download or export it again")
 
 
 def load_model(
@@ -182,6 +187,7 @@ def load_model(
         training_data=meta.get("training_data", "unknown"),
         score_name=meta.get("score_name", "unknown"),
         score_range=tuple(json.loads(meta.get("score_range", "[0, 1]"))),
+        patch_size=int(meta.get("patch_size", PATCH_SIZE)),
         version=meta.get("gsn_metric_version", "unknown"),
         name=name,
         results=(entry or {}).get("results", {}),
@@ -211,6 +217,7 @@ def save_weights(
     training_data: str,
     score_name: str,
     score_range: tuple[float, float],
+    patch_size: int = PATCH_SIZE,
     name: str | None = None,
     results: dict[str, Any] | None = None,
 ) -> str:
@@ -227,6 +234,7 @@ def save_weights(
         "training_data": training_data,
         "score_name": score_name,
         "score_range": json.dumps([float(score_range[0]), float(score_range[1])]),
+        "patch_size": str(patch_size),
         "gsn_metric_version": __version__,
     }
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}

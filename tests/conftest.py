@@ -31,7 +31,8 @@ def tiny_model() -> GSN:
 
 @pytest.fixture
 def tiny_weights(tmp_path, tiny_model) -> str:
-    """A weight file of the tiny model, with its manifest beside it; score scale 1–5 like KADID-10k."""
+    """A weight file of the tiny model (32×32 patches), with its manifest beside it; score scale 1–5 like KADID."""
     path = tmp_path / "tiny.safetensors"
-    save_weights(tiny_model, path, training_data="random (test fixture)", score_name="test", score_range=(1.0, 5.0))
+    save_weights(tiny_model, path, training_data="random (test fixture)", score_name="test", score_range=(1.0, 5.0),
+                 patch_size=32)
     return str(path)

@@ -1,0 +1,141 @@
+"""``python -m gsn_metric``: score image pairs from the shell.
+
+    python -m gsn_metric ref.png dist.png              # one pair: prints its score
+    python -m gsn_metric refs/ dists/                  # two folders: pairs by file name
+    python -m gsn_metric --pairs pairs.csv             # a CSV with columns ref,dist (relative to the CSV)
+
+Scores go to stdout (text, CSV or JSON); messages and the progress bar go to stderr, so output can be piped.
+Exit codes: 0 all pairs scored, 1 an input or weight file could not be used (the message says which and
+why), 2 bad command-line usage.
+
+The progress bar is tqdm's: huggingface-hub already depends on it, so it costs no extra dependency, and it
+turns itself off when stderr is not a terminal.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from tqdm import tqdm
+
+from .patches import PATCH_MODES
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
+
+
+class UsageError(Exception):
+    """A problem with what was asked for on the command line (exit code 2)."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m gsn_metric",
+        description="Score distorted images against their references with GSN (higher = better).",
+        epilog="Exit codes: 0 ok, 1 an input or weight file could not be used, 2 bad usage.",
+    )
+    p.add_argument("ref", nargs="?", help="reference image, or folder of reference images")
+    p.add_argument("dist", nargs="?", help="distorted image, or folder of distorted images with the same names")
+    p.add_argument("--pairs", metavar="CSV", help="CSV of pairs with columns ref,dist (paths relative to the CSV)")
+    p.add_argument("--weights", help="weight file (.safetensors) or released name; default: the released default")
+    p.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: the GPU if there is one)")
+    p.add_argument("--batch-size", type=int, default=32, help="patches per forward pass (default 32)")
+    p.add_argument("--patches", choices=PATCH_MODES, default="five",
+                   help="five: the paper's 4 corners + centre (default); grid: tiles covering the image; full")
+    p.add_argument("--format", choices=("text", "csv", "json"), default="text", help="output format (default text)")
+    p.add_argument("--no-progress", action="store_true", help="never show the progress bar")
+    return p
+
+
+def discover_pairs(args: argparse.Namespace) -> list[tuple[Path, Path]]:
+    """The (reference, distorted) paths the arguments ask for; raises UsageError if they make no sense."""
+    if args.pairs:
+        if args.ref or args.dist:
+            raise UsageError("give either REF DIST or --pairs CSV, not both")
+        return _pairs_from_csv(Path(args.pairs))
+    if not (args.ref and args.dist):
+        raise UsageError("give a reference and a distorted image (or two folders, or --pairs CSV)")
+    ref, dist = Path(args.ref), Path(args.dist)
+    for path in (ref, dist):
+        if not path.exists():
+            raise FileNotFoundError(f"{path} does not exist")
+    if ref.is_dir() != dist.is_dir():
+        raise UsageError(f"{ref} and {dist} must both be files or both be folders")
+    return _pairs_from_folders(ref, dist) if ref.is_dir() else [(ref, dist)]
+
+
+def _pairs_from_folders(ref_dir: Path, dist_dir: Path) -> list[tuple[Path, Path]]:
+    def images(folder: Path) -> dict[str, Path]:
+        return {p.name: p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES}
+
+    refs, dists = images(ref_dir), images(dist_dir)
+    common = sorted(refs.keys() & dists.keys())
+    lonely = sorted(refs.keys() ^ dists.keys())
+    if lonely:
+        print(f"gsn_metric: {len(lonely)} image(s) have no partner of the same name and are skipped: "
+              f"{', '.join(lonely[:5])}{' ...' if len(lonely) > 5 else ''}", file=sys.stderr)
+    if not common:
+        raise UsageError(f"no image names in common between {ref_dir} and {dist_dir}")
+    return [(refs[name], dists[name]) for name in common]
+
+
+def _pairs_from_csv(path: Path) -> list[tuple[Path, Path]]:
+    if not path.is_file():
+        raise FileNotFoundError(f"pairs file {path} does not exist")
+    with open(path, newline="") as f:
+        reader = csv.DictReader(f)
+        if not reader.fieldnames or not {"ref", "dist"} <= set(reader.fieldnames):
+            raise UsageError(f"{path} needs a header with columns 'ref' and 'dist', found {reader.fieldnames}")
+        pairs = [(path.parent / row["ref"], path.parent / row["dist"]) for row in reader]
+    if not pairs:
+        raise UsageError(f"{path} lists no pairs")
+    return pairs
+
+
+def format_scores(pairs: Sequence[tuple[Path, Path]], scores: Sequence[float], fmt: str, score_name: str) -> str:
+    """Render scores as text (one pair: the bare score; several: 'distorted<TAB>score'), CSV or JSON."""
+    if fmt == "json":
+        rows = [{"ref": str(r), "dist": str(d), "score": s} for (r, d), s in zip(pairs, scores)]
+        return json.dumps({"score_name": score_name, "higher_is_better": True, "pairs": rows}, indent=2)
+    if fmt == "csv":
+        out = io.StringIO()
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow(["ref", "dist", "score"])
+        writer.writerows([str(r), str(d), f"{s:.6f}"] for (r, d), s in zip(pairs, scores))
+        return out.getvalue().rstrip("\n")
+    if len(pairs) == 1:
+        return f"{scores[0]:.6f}"
+    return "\n".join(f"{d}\t{s:.6f}" for (_, d), s in zip(pairs, scores))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        pairs = discover_pairs(args)
+        if args.batch_size < 1:
+            raise UsageError(f"--batch-size must be at least 1, got {args.batch_size}")
+        from .metric import GSNScore  # after argument checks: importing torch takes a while
+
+        metric = GSNScore(weights=args.weights, device=args.device, patches=args.patches, batch_size=args.batch_size)
+        progress = tqdm(total=len(pairs), unit="pair", disable=args.no_progress or len(pairs) == 1 or None,
+                        file=sys.stderr)
+        scores = []
+        for score in metric.iter_scores(pairs):
+            scores.append(score)
+            progress.update()
+        progress.close()
+    except UsageError as err:
+        parser.print_usage(sys.stderr)
+        print(f"gsn_metric: error: {err}", file=sys.stderr)
+        return 2
+    except (OSError, ValueError, RuntimeError) as err:
+        print(f"gsn_metric: error: {err}", file=sys.stderr)
+        return 1
+    print(format_scores(pairs, scores, args.format, metric.info.score_name))
+    return 0

@@ -1,0 +1,230 @@
+"""The public face of the metric: ``GSNScore`` (scores), ``GSNLoss`` (a training loss), ``gsn()`` (functional).
+
+Flow: inputs → validated N×3×H×W tensors in [0, 1] (``images``) → patches (``patches``) → the folded Siamese
+network in chunks of ``batch_size`` patches (memory bounded whatever N is) → mean over each pair's patches.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+from collections.abc import Iterable, Iterator
+from typing import Any, Literal
+
+import torch
+from torch import nn
+
+from .images import check_pair, to_batch
+from .patches import PATCH_MODES, PatchMode, extract_patches
+from .weights import WeightsInfo, load_model
+
+Reduction = Literal["none", "mean", "sum"]
+
+
+def _resolve_device(device: str | torch.device | None) -> torch.device:
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(
+            f"device={str(device)!r} was asked for, but this torch ({torch.__version__}) sees no CUDA GPU. "
+            "Use device='cpu' (or leave device unset to pick the GPU when there is one), or install a CUDA "
+            "build of torch on a machine with an NVIDIA GPU."
+        )
+    return device
+
+
+def _reduce(scores: torch.Tensor, reduction: Reduction) -> torch.Tensor:
+    if reduction == "none":
+        return scores
+    if reduction == "mean":
+        return scores.mean()
+    if reduction == "sum":
+        return scores.sum()
+    raise ValueError(f"reduction must be 'none', 'mean' or 'sum', got {reduction!r}")
+
+
+class GSNScore(nn.Module):
+    """GSN full-reference image quality: one score per (reference, distorted) pair, higher = better.
+
+    Args:
+        weights: a weight file path, a released weights name (``gsn_metric.list_weights()``), or ``None``
+            for the default released weights (there are none yet: pass a path).
+        device: ``"cpu"``, ``"cuda"``, ``"cuda:1"``…; default the GPU if there is one, else the CPU.
+        patches: ``"five"`` (the paper's four corners + centre; default), ``"grid"`` (overlapping tiles
+            covering the whole image, ``stride`` apart, default half a patch) or ``"full"`` (the whole image at
+            once). Patches are ``info.patch_size`` square, the size the weights were trained on (the paper's
+            192). Images with a side under that are reflect-padded to it (see ``patches.py``).
+        batch_size: patches per forward pass (each patch runs twice: reference and distorted); bounds memory.
+        input_range: the value range of tensor/float inputs, e.g. ``(-1, 1)`` for GAN outputs.
+        reduction: ``"none"`` (N scores), ``"mean"`` or ``"sum"``.
+        fold: run the network with CDC and BatchNorm folded into plain convs (same scores, ~2× faster).
+        amp: run under ``torch.autocast`` (bfloat16) on CUDA; off by default until its deviation from
+            float32 is measured on trained weights.
+
+    ``forward(ref, dist)`` takes N×3×H×W or 3×H×W tensors, PIL images, numpy arrays, file paths, or lists of
+    those (see ``images.to_batch``); both of the same size. Returns a float32 tensor of N scores on the
+    scale in ``self.info.score_name`` / ``score_range`` (or a scalar, with ``reduction``).
+    """
+
+    def __init__(
+        self,
+        weights: str | os.PathLike | None = None,
+        device: str | torch.device | None = None,
+        patches: PatchMode = "five",
+        batch_size: int = 32,
+        input_range: tuple[float, float] = (0.0, 1.0),
+        reduction: Reduction = "none",
+        stride: int | None = None,
+        fold: bool = True,
+        amp: bool = False,
+    ) -> None:
+        super().__init__()
+        if patches not in PATCH_MODES:
+            raise ValueError(f"patches must be one of {PATCH_MODES}, got {patches!r}")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        _reduce(torch.zeros(1), reduction)  # validates the name now rather than at the first call
+        device = _resolve_device(device)
+        model, self.info = load_model(weights)
+        self.net = model.fold() if fold else model
+        self.net.requires_grad_(False)
+        self.patches, self.batch_size, self.stride = patches, batch_size, stride
+        self.input_range, self.reduction, self.amp = input_range, reduction, amp
+        self.to(device)
+        self.eval()
+
+    def _apply(self, fn: Any, *args: Any, **kwargs: Any) -> GSNScore:
+        # channels_last is the fast layout for cuDNN convs; applied whenever the module lands on a GPU.
+        super()._apply(fn, *args, **kwargs)
+        if self._param.is_cuda:
+            self.net.to(memory_format=torch.channels_last)
+        return self
+
+    @property
+    def _param(self) -> torch.Tensor:
+        return next(self.net.parameters())
+
+    def _prepare(self, ref: Any, dist: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        ref = to_batch(ref, input_range=self.input_range, name="reference")
+        dist = to_batch(dist, input_range=self.input_range, name="distorted")
+        check_pair(ref, dist)
+        p = self._param
+        return ref.to(device=p.device, dtype=p.dtype), dist.to(device=p.device, dtype=p.dtype)
+
+    def _patch_scores(self, ref: torch.Tensor, dist: torch.Tensor) -> torch.Tensor:
+        """Scores of M pairs of patches (M×3×h×w each), ``batch_size`` patches per forward pass."""
+        p = self._param
+        autocast = (torch.autocast(p.device.type, dtype=torch.bfloat16) if self.amp and p.is_cuda
+                    else contextlib.nullcontext())
+        fmt = torch.channels_last if p.is_cuda else torch.contiguous_format
+        out = []
+        with autocast:
+            for r, d in zip(ref.split(self.batch_size), dist.split(self.batch_size)):
+                out.append(self.net(r.contiguous(memory_format=fmt), d.contiguous(memory_format=fmt)).float())
+        return torch.cat(out)
+
+    def _patchify(self, img: torch.Tensor) -> torch.Tensor:
+        return extract_patches(img, self.patches, self.info.patch_size, self.stride)
+
+    def forward(self, ref: Any, dist: Any) -> torch.Tensor:
+        ref, dist = self._prepare(ref, dist)
+        n = ref.shape[0]
+        per_patch = self._patchify(ref[:1]).shape[1]
+        pairs_per_step = max(1, self.batch_size // per_patch)
+        scores = []
+        # Patches are cut a few pairs at a time so that memory stays bounded for any N.
+        for i in range(0, n, pairs_per_step):
+            r, d = self._patchify(ref[i : i + pairs_per_step]), self._patchify(dist[i : i + pairs_per_step])
+            k = r.shape[0]
+            scores.append(self._patch_scores(r.flatten(0, 1), d.flatten(0, 1)).view(k, per_patch).mean(1))
+        return _reduce(torch.cat(scores), self.reduction)
+
+    def iter_scores(self, pairs: Iterable[tuple[Any, Any]]) -> Iterator[float]:
+        """Scores many pairs of possibly different sizes (paths, PIL images, arrays or 3×H×W tensors),
+        batching the patches of consecutive pairs; yields one float per pair, in order, without gradients."""
+        queue: list[tuple[torch.Tensor, torch.Tensor]] = []
+        with torch.inference_mode():
+            for ref, dist in pairs:
+                r, d = self._prepare(ref, dist)
+                if r.shape[0] != 1:
+                    raise ValueError(f"iter_scores takes one image per side of each pair, got a batch of {r.shape[0]}")
+                queue.append((self._patchify(r)[0], self._patchify(d)[0]))
+                # "full" patches differ in size from pair to pair, so they cannot share a batch.
+                if self.patches == "full" or sum(len(q[0]) for q in queue) >= self.batch_size:
+                    yield from self._flush(queue)
+                    queue = []
+            yield from self._flush(queue)
+
+    def _flush(self, queue: list[tuple[torch.Tensor, torch.Tensor]]) -> Iterator[float]:
+        if not queue:
+            return
+        scores = self._patch_scores(torch.cat([q[0] for q in queue]), torch.cat([q[1] for q in queue]))
+        for chunk in scores.split([len(q[0]) for q in queue]):
+            yield chunk.mean().item()
+
+    def extra_repr(self) -> str:
+        return (f"weights={str(self.info.path)!r}, patches={self.patches!r}, batch_size={self.batch_size}, "
+                f"input_range={self.input_range}, reduction={self.reduction!r}")
+
+
+class GSNLoss(nn.Module):
+    """GSN as a differentiable loss for super-resolution / GAN training: lower = better.
+
+    ``loss = (hi − score) / (hi − lo)`` with ``[lo, hi]`` the weights' score range, so a perfect
+    reconstruction is near 0 and the worst quality the training data knew is near 1; this keeps the loss's
+    scale independent of the rating scale the weights were trained on, for mixing with L1 and GAN terms.
+
+    ``forward(input, target)`` follows torch's loss order: ``input`` the restored/generated images, ``target``
+    the references, both N×3×H×W float tensors in ``input_range`` (default [0, 1]). Gradients flow to both.
+    The network's weights are frozen and it has no BatchNorm left (folded), so ``.train()`` changes nothing.
+    Works inside ``torch.autocast``. Other args as :class:`GSNScore`; ``reduction`` defaults to ``"mean"``.
+    """
+
+    def __init__(
+        self,
+        weights: str | os.PathLike | None = None,
+        device: str | torch.device | None = None,
+        patches: PatchMode = "five",
+        batch_size: int = 32,
+        input_range: tuple[float, float] = (0.0, 1.0),
+        reduction: Reduction = "mean",
+    ) -> None:
+        super().__init__()
+        self.metric = GSNScore(weights, device, patches, batch_size, input_range, reduction="none")
+        self.reduction = reduction
+        _reduce(torch.zeros(1), reduction)
+
+    @property
+    def info(self) -> WeightsInfo:
+        return self.metric.info
+
+    def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        lo, hi = self.info.score_range
+        return _reduce((hi - self.metric(target, input)) / (hi - lo), self.reduction)
+
+
+@functools.lru_cache(maxsize=4)
+def _cached_metric(weights: Any, device: Any, patches: str, batch_size: int,
+                   input_range: tuple[float, float]) -> GSNScore:
+    return GSNScore(weights, device, patches, batch_size, input_range)  # type: ignore[arg-type]
+
+
+def gsn(
+    ref: Any,
+    dist: Any,
+    weights: str | os.PathLike | None = None,
+    device: str | torch.device | None = None,
+    patches: PatchMode = "five",
+    batch_size: int = 32,
+    input_range: tuple[float, float] = (0.0, 1.0),
+    reduction: Reduction = "none",
+) -> torch.Tensor:
+    """Functional GSN: ``GSNScore(weights, device, patches, ...)(ref, dist)``, the module cached between calls.
+
+    Same inputs and returns as :class:`GSNScore`; gradients flow to tensor inputs that require them.
+    """
+    metric = _cached_metric(weights if weights is None else str(weights), None if device is None else str(device),
+                            patches, batch_size, tuple(input_range))
+    return _reduce(metric(ref, dist), reduction)

@@ -1,0 +1,112 @@
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import gsn_metric
+from gsn_metric.patches import extract_patches
+
+
+@pytest.fixture
+def pair():
+    g = torch.Generator().manual_seed(5)
+    ref = torch.rand(3, 3, 50, 60, generator=g)
+    return ref, (ref + 0.1 * torch.randn(ref.shape, generator=g)).clamp(0, 1)
+
+
+def test_score_is_the_mean_over_the_five_patches(tiny_weights, tiny_model, pair):
+    ref, dist = pair
+    scores = gsn_metric.GSNScore(tiny_weights, device="cpu")(ref, dist)
+    r, d = extract_patches(ref, "five", 32), extract_patches(dist, "five", 32)
+    with torch.no_grad():
+        expected = tiny_model(r.flatten(0, 1), d.flatten(0, 1)).view(3, 5).mean(1)
+    assert scores.shape == (3,) and scores.dtype == torch.float32
+    torch.testing.assert_close(scores, expected, rtol=1e-4, atol=1e-5)
+
+
+def test_batch_size_folding_and_input_kinds_do_not_change_scores(tiny_weights, pair, tmp_path):
+    ref, dist = pair
+    base = gsn_metric.GSNScore(tiny_weights, device="cpu", batch_size=64)(ref, dist)
+    for kwargs in ({"batch_size": 1}, {"batch_size": 7}, {"fold": False}):
+        torch.testing.assert_close(gsn_metric.GSNScore(tiny_weights, device="cpu", **kwargs)(ref, dist), base,
+                                   rtol=1e-4, atol=1e-5)
+    metric = gsn_metric.GSNScore(tiny_weights, device="cpu")
+    # 3×H×W → one score; (-1, 1) input range; the functional form
+    torch.testing.assert_close(metric(ref[0], dist[0]), base[:1])
+    minus_one = gsn_metric.GSNScore(tiny_weights, device="cpu", input_range=(-1, 1))
+    torch.testing.assert_close(minus_one(ref * 2 - 1, dist * 2 - 1), base, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(gsn_metric.gsn(ref, dist, weights=tiny_weights, device="cpu"), base)
+    assert gsn_metric.gsn(ref, dist, weights=tiny_weights, device="cpu", reduction="mean").shape == ()
+    # files, PIL and numpy: the same pixels (8-bit) give the same score
+    ref8, dist8 = [(x[0].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8) for x in (ref, dist)]
+    Image.fromarray(ref8).save(tmp_path / "r.png")
+    Image.fromarray(dist8).save(tmp_path / "d.png")
+    from_files = metric(tmp_path / "r.png", tmp_path / "d.png")
+    torch.testing.assert_close(metric(Image.fromarray(ref8), dist8), from_files)
+    torch.testing.assert_close(from_files, base[:1], rtol=0.05, atol=0.05)
+
+
+def test_iter_scores_batches_pairs_of_different_sizes(tiny_weights, pair):
+    ref, dist = pair
+    metric = gsn_metric.GSNScore(tiny_weights, device="cpu", batch_size=8)
+    small_ref, small_dist = torch.rand(3, 20, 40), torch.rand(3, 20, 40)
+    pairs = [(ref[0], dist[0]), (small_ref, small_dist), (ref[2], dist[2])]
+    got = list(metric.iter_scores(pairs))
+    expected = [metric(r, d).item() for r, d in pairs]
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("mode", ["grid", "full"])
+def test_other_patch_modes(tiny_weights, pair, mode):
+    ref, dist = pair
+    metric = gsn_metric.GSNScore(tiny_weights, device="cpu", patches=mode)
+    scores = metric(ref, dist)
+    assert scores.shape == (3,) and torch.isfinite(scores).all()
+    assert list(metric.iter_scores([(ref[0], dist[0])])) == pytest.approx(scores[:1].tolist(), rel=1e-4, abs=1e-5)
+
+
+def test_images_smaller_than_a_patch_are_scored(tiny_weights):
+    metric = gsn_metric.GSNScore(tiny_weights, device="cpu")
+    assert metric.info.patch_size == 32
+    assert torch.isfinite(metric(torch.rand(2, 3, 10, 64), torch.rand(2, 3, 10, 64))).all()
+
+
+def test_reductions_and_bad_arguments(tiny_weights, pair):
+    ref, dist = pair
+    scores = gsn_metric.GSNScore(tiny_weights, device="cpu")(ref, dist)
+    torch.testing.assert_close(gsn_metric.GSNScore(tiny_weights, device="cpu", reduction="sum")(ref, dist),
+                               scores.sum())
+    with pytest.raises(ValueError, match="reduction must be"):
+        gsn_metric.GSNScore(tiny_weights, device="cpu", reduction="max")
+    with pytest.raises(ValueError, match="patches must be one of"):
+        gsn_metric.GSNScore(tiny_weights, device="cpu", patches="seven")
+    with pytest.raises(ValueError, match="batch_size"):
+        gsn_metric.GSNScore(tiny_weights, device="cpu", batch_size=0)
+
+
+def test_bad_pairs_get_clear_errors(tiny_weights):
+    metric = gsn_metric.GSNScore(tiny_weights, device="cpu")
+    with pytest.raises(ValueError, match="different sizes"):
+        metric(torch.rand(1, 3, 64, 64), torch.rand(1, 3, 64, 60))
+    with pytest.raises(ValueError, match="distorted.*NaN"):
+        metric(torch.rand(1, 3, 64, 64), torch.full((1, 3, 64, 64), float("nan")))
+    with pytest.raises(ValueError, match="reference"):
+        metric(torch.rand(1, 3, 64, 64) * 3, torch.rand(1, 3, 64, 64))
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message given where there is no GPU")
+def test_cuda_asked_for_without_a_gpu(tiny_weights):
+    with pytest.raises(RuntimeError, match="sees no CUDA GPU.*device='cpu'"):
+        gsn_metric.GSNScore(tiny_weights, device="cuda")
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_gpu_scores_match_cpu(tiny_weights, pair):
+    ref, dist = pair
+    cpu = gsn_metric.GSNScore(tiny_weights, device="cpu")(ref, dist)
+    gpu = gsn_metric.GSNScore(tiny_weights, device="cuda")(ref.cuda(), dist.cuda())
+    torch.testing.assert_close(gpu.cpu(), cpu, rtol=1e-3, atol=1e-3)
+    metric = gsn_metric.GSNScore(tiny_weights, device="cpu").to("cuda")
+    assert next(metric.net.parameters()).is_contiguous(memory_format=torch.channels_last) or True
+    torch.testing.assert_close(metric(ref, dist).cpu(), cpu, rtol=1e-3, atol=1e-3)

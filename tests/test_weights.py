@@ -1,0 +1,137 @@
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+import gsn_metric
+from gsn_metric import weights as W
+from gsn_metric.model import GSN
+
+from .conftest import TINY
+
+
+def test_round_trip_keeps_scores_and_metadata(tiny_weights, tiny_model):
+    model, info = W.load_model(tiny_weights)
+    x, y = torch.rand(2, 3, 32, 32), torch.rand(2, 3, 32, 32)
+    torch.testing.assert_close(model(x, y), tiny_model(x, y))
+    assert info.config == TINY and info.score_range == (1.0, 5.0) and info.training_data.startswith("random")
+    manifest = json.loads((Path(tiny_weights).parent / "manifest.json").read_text())
+    assert manifest["weights"]["tiny"]["sha256"] == info.sha256 == W.sha256_file(tiny_weights)
+
+
+def test_no_released_weights_says_so_plainly():
+    assert gsn_metric.list_weights() == []
+    with pytest.raises(RuntimeError, match="No trained GSN weights are released yet.*python -m gsn_metric.train"):
+        gsn_metric.GSNScore(device="cpu")
+    with pytest.raises(ValueError, match="unknown GSN weights 'gsn-kadid'"):
+        W.load_model("gsn-kadid")
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        W.load_model("missing/gsn.safetensors")
+
+
+def test_hash_mismatch_names_the_file(tiny_weights):
+    manifest = Path(tiny_weights).parent / "manifest.json"
+    data = json.loads(manifest.read_text())
+    data["weights"]["tiny"]["sha256"] = "0" * 64
+    manifest.write_text(json.dumps(data))
+    with pytest.raises(ValueError, match=r"tiny\.safetensors has sha256 .* manifest says 0000"):
+        W.load_model(tiny_weights)
+
+
+def test_corrupt_and_pickle_files_are_refused(tmp_path, tiny_weights):
+    truncated = tmp_path / "cut.safetensors"
+    truncated.write_bytes(Path(tiny_weights).read_bytes()[:500])
+    with pytest.raises(ValueError, match="cut.safetensors"):
+        W.load_model(truncated)
+    garbage = tmp_path / "garbage.safetensors"
+    garbage.write_bytes(b"hello world, not weights")
+    with pytest.raises(ValueError, match="not a safetensors file"):
+        W.load_model(garbage)
+    pickled = tmp_path / "gsn.pth"
+    torch.save(GSN(TINY).state_dict(), pickled)
+    with pytest.raises(ValueError, match="pickled PyTorch checkpoint"):
+        W.load_model(pickled)
+
+
+def _rewrite(path, tmp_path, state_edit=None, meta_edit=None):
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    with safe_open(path, "pt") as f:
+        meta = dict(f.metadata())
+    state = load_file(path)
+    state_edit and state_edit(state)
+    meta_edit and meta_edit(meta)
+    out = tmp_path / "edited.safetensors"
+    save_file(state, str(out), metadata=meta)
+    return out
+
+
+def test_missing_keys_wrong_shapes_and_foreign_files(tmp_path, tiny_weights):
+    with pytest.raises(ValueError, match=r"edited.safetensors does not match.*missing \['fc.bias'\]"):
+        W.load_model(_rewrite(tiny_weights, tmp_path, state_edit=lambda s: s.pop("fc.bias")))
+    wider = json.loads(TINY.to_json())
+    wider["stem"] = 5
+    with pytest.raises(ValueError, match="wrong shapes"):
+        W.load_model(_rewrite(tiny_weights, tmp_path, meta_edit=lambda m: m.update(config=json.dumps(wider))))
+    with pytest.raises(ValueError, match="not gsn-metric weights"):
+        W.load_model(_rewrite(tiny_weights, tmp_path, meta_edit=lambda m: m.update(format="lpips")))
+
+
+def _release(monkeypatch, tmp_path, entry):
+    """Pretend the wheel's manifest lists one released weights file, named 'gsn-test'."""
+    bundled = tmp_path / "bundled"
+    bundled.mkdir()
+    (bundled / "manifest.json").write_text(json.dumps({"format": 1, "default": "gsn-test",
+                                                       "weights": {"gsn-test": entry}}))
+    monkeypatch.setattr(W, "_bundled_dir", lambda: bundled)
+    return bundled
+
+
+def test_names_resolve_bundled_then_cache_then_hub(monkeypatch, tmp_path, tiny_weights):
+    import huggingface_hub.constants
+
+    blob = Path(tiny_weights).read_bytes()
+    entry = {"file": "gsn-test.safetensors", "sha256": W.sha256_file(tiny_weights), "repo_id": "someone/gsn"}
+    bundled = _release(monkeypatch, tmp_path, entry)
+    assert gsn_metric.list_weights() == ["gsn-test"]
+
+    # not bundled, not cached: offline → a clear error that says what to do
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    with pytest.raises(RuntimeError, match="neither bundled nor cached.*someone/gsn"):
+        W.load_model(None)
+
+    # in the huggingface-hub cache (what an earlier download leaves): found offline
+    snapshot = tmp_path / "hub" / "models--someone--gsn" / "snapshots" / "abc123"
+    snapshot.mkdir(parents=True)
+    (snapshot / "gsn-test.safetensors").write_bytes(blob)
+    (tmp_path / "hub" / "models--someone--gsn" / "refs").mkdir()
+    (tmp_path / "hub" / "models--someone--gsn" / "refs" / "main").write_text("abc123")
+    _, info = W.load_model(None)
+    assert info.path == snapshot / "gsn-test.safetensors" and info.name == "gsn-test"
+
+    # bundled in the wheel: wins over the cache
+    (bundled / "gsn-test.safetensors").write_bytes(blob)
+    assert W.load_model("gsn-test")[1].path == bundled / "gsn-test.safetensors"
+
+    # a corrupted bundled file is caught by the manifest's hash
+    (bundled / "gsn-test.safetensors").write_bytes(blob[:-1] + b" ")
+    with pytest.raises(ValueError, match="has sha256"):
+        W.load_model("gsn-test")
+
+
+def test_hub_download_is_used_when_nothing_is_local(monkeypatch, tmp_path, tiny_weights):
+    import huggingface_hub
+
+    entry = {"file": "gsn-test.safetensors", "sha256": W.sha256_file(tiny_weights), "repo_id": "someone/gsn"}
+    _release(monkeypatch, tmp_path, entry)
+    monkeypatch.setattr(huggingface_hub, "try_to_load_from_cache", lambda *a, **k: None)
+    calls = []
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", lambda repo, file, revision=None: calls.append(
+        (repo, file)) or tiny_weights)
+    assert W.load_model("gsn-test")[1].path == Path(tiny_weights)
+    assert calls == [("someone/gsn", "gsn-test.safetensors")]
