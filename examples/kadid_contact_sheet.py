@@ -48,7 +48,7 @@ def contact_sheet(ref: torch.Tensor, thumb: int = 192, seed: int = 0) -> Image.I
     draw = ImageDraw.Draw(sheet)
     for j, title in enumerate(["reference"] + [f"level {lv}" for lv in LEVELS]):
         draw.text((label_w + j * thumb + 4, 1), title, fill="black")
-    to_pil = lambda t: Image.fromarray((t.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8))  # noqa: E731
+    to_pil = lambda t: Image.fromarray((t.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8))
     ref_tile = to_pil(ref).resize((thumb, th), Image.LANCZOS)
     for t in range(1, 26):
         y0 = cap + (t - 1) * th

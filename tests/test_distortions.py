@@ -9,9 +9,18 @@ import numpy as np
 import pytest
 import torch
 
-from gsn_metric.train.distortions import (DISTORTIONS, NAMES, distort, hsv_to_rgb, lab_to_rgb,
-                                          level_parameter, rgb_to_hsv, rgb_to_lab, rgb_to_ycbcr,
-                                          ycbcr_to_rgb)
+from gsn_metric.train.distortions import (
+    DISTORTIONS,
+    NAMES,
+    distort,
+    hsv_to_rgb,
+    lab_to_rgb,
+    level_parameter,
+    rgb_to_hsv,
+    rgb_to_lab,
+    rgb_to_ycbcr,
+    ycbcr_to_rgb,
+)
 
 TYPES = range(1, 26)
 

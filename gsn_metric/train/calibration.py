@@ -18,7 +18,7 @@ from pathlib import Path
 
 from .distortions import NAMES
 
-__all__ = ["Calibration", "kadid_calibration", "human_score", "markdown_table", "main"]
+__all__ = ["Calibration", "human_score", "kadid_calibration", "main", "markdown_table"]
 
 _NAME = re.compile(r"I(\d+)_(\d+)_(\d+)\.\w+$", re.IGNORECASE)
 

@@ -22,9 +22,9 @@ from __future__ import annotations
 
 import io
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from functools import lru_cache
-from typing import Callable
+from functools import cache
 
 import numpy as np
 import torch
@@ -33,8 +33,19 @@ from PIL import Image
 
 Tensor = torch.Tensor
 
-__all__ = ["Distortion", "DISTORTIONS", "NAMES", "distort", "level_parameter",
-           "rgb_to_lab", "lab_to_rgb", "rgb_to_hsv", "hsv_to_rgb", "rgb_to_ycbcr", "ycbcr_to_rgb"]
+__all__ = [
+    "DISTORTIONS",
+    "NAMES",
+    "Distortion",
+    "distort",
+    "hsv_to_rgb",
+    "lab_to_rgb",
+    "level_parameter",
+    "rgb_to_hsv",
+    "rgb_to_lab",
+    "rgb_to_ycbcr",
+    "ycbcr_to_rgb",
+]
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -71,7 +82,7 @@ def _filter(x: Tensor, kernel: np.ndarray) -> Tensor:
     return F.conv2d(xp, k.expand(c, 1, kh, kw), groups=c)
 
 
-@lru_cache(maxsize=None)
+@cache
 def _gauss1d(sigma: float, size: int | None = None) -> np.ndarray:
     """Normalised 1-D Gaussian of length ``size`` (default 2*ceil(2*sigma)+1, as the KADID generator)."""
     size = size or 2 * math.ceil(2 * sigma) + 1
@@ -87,7 +98,7 @@ def _gauss_blur(x: Tensor, sigma: float) -> Tensor:
     return _filter(_filter(x, g[None, :]), g[:, None])
 
 
-@lru_cache(maxsize=None)
+@cache
 def _disk(radius: float) -> np.ndarray:
     """Disk kernel of ``radius``: each tap is the area of its unit pixel square inside the circle
     (the definition of MATLAB's ``fspecial('disk', r)``), integrated numerically; normalised."""
@@ -102,7 +113,7 @@ def _disk(radius: float) -> np.ndarray:
     return k / k.sum()
 
 
-@lru_cache(maxsize=None)
+@cache
 def _motion(length: float, angle_deg: float) -> np.ndarray:
     """Linear motion kernel: a centred segment of ``length`` px at ``angle_deg`` (counter-clockwise),
     each tap weighted by max(0, 1 - distance to the segment); normalised. Length <= 1 is the identity."""
@@ -138,7 +149,7 @@ def _pchip(xs, ys):
         kx = torch.as_tensor(xs, dtype=x.dtype, device=x.device)
         x = x.clamp(float(xs[0]), float(xs[-1])).contiguous()
         i = (torch.bucketize(x, kx, right=True) - 1).clamp(0, len(xs) - 2)
-        g = lambda a: torch.as_tensor(a, dtype=x.dtype, device=x.device)[i]  # noqa: E731
+        g = lambda a: torch.as_tensor(a, dtype=x.dtype, device=x.device)[i]
         hh, t = g(h), (x - g(xs[:-1])) / g(h)
         t2, t3 = t * t, t * t * t
         return ((2 * t3 - 3 * t2 + 1) * g(ys[:-1]) + (t3 - 2 * t2 + t) * hh * g(d[:-1])
@@ -453,7 +464,7 @@ class Distortion:
     name: str
     levels: tuple[float, float, float, float, float]
     random: bool
-    fn: Callable[[Tensor, float, "torch.Generator | None"], Tensor]
+    fn: Callable[[Tensor, float, torch.Generator | None], Tensor]
 
 
 DISTORTIONS: dict[int, Distortion] = {i + 1: Distortion(*d) for i, d in enumerate([
