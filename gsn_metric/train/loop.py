@@ -215,11 +215,20 @@ def _export_copy(model: GSN, lo: float, hi: float) -> GSN:
 # training
 
 
-def _validate(model: GSN, dataset: Dataset, batch_size: int, device: torch.device) -> dict[str, float]:
+def _validate(model: GSN, dataset: Dataset, batch_size: int, device: torch.device,
+              workers: int) -> dict[str, Any]:
+    """``evaluate.correlations`` of the model's five-patch scores on ``dataset`` (srcc, plcc, main, ...)."""
     from .evaluate import correlations, predict
 
-    pred, mos, _ = predict(model, dataset, batch_size, device)
-    return {k: float(v) for k, v in correlations(pred, mos).items()}
+    pred, mos, _ = predict(model, dataset, batch_size=batch_size, device=device, num_workers=workers)
+    return correlations(pred, mos)
+
+
+def _is_better(main_score: float | None, best: dict[str, Any] | None) -> bool:
+    """A defined (non-NaN) validation main score above the best so far (an undefined one never wins)."""
+    if main_score is None or math.isnan(main_score):
+        return False
+    return best is None or best["main"] is None or math.isnan(best["main"]) or main_score > best["main"]
 
 
 def _autocast(device: torch.device, amp: bool) -> tuple[contextlib.AbstractContextManager, torch.dtype | None]:
@@ -343,12 +352,13 @@ def _train(args: argparse.Namespace, rank: int, world: int, device: torch.device
         if is_main:
             export = _export_copy(model, lo, hi)
             if val_set is not None and ((epoch + 1) % args.val_every == 0 or last):
-                record["val"] = _validate(export, val_set, local_batch, device)
+                record["val"] = _validate(export, val_set, 5 * local_batch, device, args.workers)
             main_score = record.get("val", {}).get("main")
-            if val_set is None or (main_score is not None and (best is None or main_score > best["main"])):
+            # Without validation (or if no epoch had a defined score by the end) the latest model is exported.
+            if val_set is None or _is_better(main_score, best) or (last and best is None):
                 best = {"epoch": epoch + 1, "main": main_score, "val": record.get("val", {})}
                 save_weights(export, out / EXPORT, training_data=_describe(train_set, args),
-                             score_name=train_set.score_name, score_range=(lo, hi),
+                             score_name=train_set.score_name, score_range=(lo, hi), patch_size=args.patch_size,
                              results={"validation": best["val"], "epoch": epoch + 1} if best["val"] else {})
             history.append(record)
             _save_atomic({
