@@ -22,13 +22,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m gsn_metric.train",
         description="Retrain, evaluate and make training data for the GSN image-quality metric.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="{" + ",".join(_COMMANDS) + "}")
+    helps = []
     for name, (module, help_) in _COMMANDS.items():
         p = sub.add_parser(name, help=help_, description=help_,
                            formatter_class=argparse.ArgumentDefaultsHelpFormatter)
         importlib.import_module(module).add_arguments(p)
         p.set_defaults(_module=module)
+        helps.append(p.format_help())
+    # `--help` documents every flag of every sub-command, not only their names.
+    parser.epilog = "\n".join(helps)
     return parser
 
 
