@@ -3,7 +3,6 @@ scores through GSNScore. Tiny network, 32-px patches, CPU; a few seconds in all 
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import subprocess
@@ -16,6 +15,7 @@ import torch
 import gsn_metric
 from gsn_metric.model import GSN
 from gsn_metric.train import loop
+from gsn_metric.train.__main__ import build_parser
 
 from .conftest import TINY
 from .train_fixtures import make_kadid_like
@@ -29,13 +29,12 @@ def data_root(tmp_path_factory) -> Path:
 
 
 def fit(root: Path, out: Path, *extra: str) -> dict:
-    """Run ``fit`` (its flags as on the command line) in-process; returns the checkpoint it leaves."""
+    """Run ``python -m gsn_metric.train fit`` in-process; returns the checkpoint it leaves."""
     argv = ["fit", "--dataset", "kadid10k", "--root", str(root), "--patch-size", "32", "--tiny",
             "--batch-size", "6", "--val-fraction", "0.25", "--seed", "0", "--device", "cpu", "--out", str(out),
             *extra]
-    parser = argparse.ArgumentParser()
-    loop.add_arguments(parser)
-    assert loop.main(parser.parse_args(argv[1:])) == 0
+    args = build_parser().parse_args(argv)
+    assert args._module == "gsn_metric.train.loop" and loop.main(args) == 0
     return loop.load_checkpoint(out / loop.CHECKPOINT)  # weights_only=True inside
 
 
@@ -105,7 +104,7 @@ def test_bad_image_fails_before_training(data_root, tmp_path):
 @pytest.mark.slow
 def test_torchrun_ddp_on_cpu(data_root, tmp_path):
     """Two Gloo processes on the CPU: the same command as single-process, under torchrun."""
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
            "-m", "gsn_metric.train", "fit", "--dataset", "kadid10k", "--root", str(data_root), "--patch-size", "32",
            "--tiny", "--batch-size", "6", "--val-fraction", "0.25", "--epochs", "2", "--workers", "0",
            "--device", "cpu", "--out", str(tmp_path)]
