@@ -1,0 +1,238 @@
+"""GSN speed: latency of one pair, throughput and peak memory by batch size, and peers, all in one run.
+
+    python benchmarks/speed.py [--device cpu|cuda] [--repeats N] [--batch-sizes 1 8 64] [--quick]
+
+Prints markdown tables. The network is the paper's full-size GSN (``GSNConfig()``, five 192×192 patches per
+pair) with RANDOM weights: timing does not depend on weight values, so the numbers are speed only, never
+scores. The random network is saved with ``save_weights`` and loaded through ``GSNScore`` like real weights.
+Inputs are float tensors already in memory (image decoding is not timed). Every time is the median of
+``--repeats`` runs after one warm-up run, under ``torch.inference_mode()``, with CUDA synchronised around
+each run. Throughput and peak memory are measured in a fresh subprocess per configuration, so that one
+configuration's memory peak does not carry over into the next. ``--quick`` runs a tiny network on small
+images (a smoke test of this script, meaningless as a benchmark).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from gsn_metric import GSNScore
+from gsn_metric.model import GSN, GSNConfig
+from gsn_metric.weights import save_weights
+
+FULL = {"config": GSNConfig(), "patch_size": 192, "size": (384, 512)}  # the paper's network on 512×384 pairs
+QUICK = {"config": GSNConfig(stem=4, blocks=((6, 8), (6,), (6,)), fusion_channels=4, fusion_size=6),
+         "patch_size": 32, "size": (48, 64)}
+
+
+def timeit(fn: Callable[[], object], repeats: int, device: torch.device) -> float:
+    """Median seconds of ``repeats`` calls of ``fn`` after one warm-up call; CUDA synchronised around each."""
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    fn()
+    times = []
+    for _ in range(repeats):
+        sync()
+        start = time.perf_counter()
+        fn()
+        sync()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def table(title: str, header: list[str], rows: list[list[object]]) -> None:
+    """Prints a markdown table under a bold title."""
+    print(f"\n**{title}**\n")
+    print("| " + " | ".join(header) + " |")
+    print("|" + "|".join("---" for _ in header) + "|")
+    for row in rows:
+        print("| " + " | ".join(str(c) for c in row) + " |")
+
+
+def make_pairs(n: int, size: tuple[int, int], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(0)
+    ref = torch.rand(n, 3, *size, generator=g)
+    dist = (ref + 0.05 * torch.randn(ref.shape, generator=g)).clamp(0, 1)
+    return ref.to(device), dist.to(device)
+
+
+def make_weights(directory: Path, config: GSNConfig, patch_size: int) -> str:
+    torch.manual_seed(0)
+    path = directory / "gsn-random.safetensors"
+    save_weights(GSN(config).eval(), path, training_data="RANDOM WEIGHTS (speed benchmark only)",
+                 score_name="none (random weights)", score_range=(0.0, 1.0), patch_size=patch_size)
+    return str(path)
+
+
+def peers(device: torch.device) -> list[tuple[str, Callable[[], Callable] | None, str]]:
+    """(name, factory of ``f(ref, dist)`` or None, note). A factory may raise; the row then says why."""
+
+    def psnr():
+        return lambda r, d: 10 * torch.log10(1 / F.mse_loss(r, d, reduction="none").flatten(1).mean(1))
+
+    def msssim(ms: bool):
+        def factory():
+            import pytorch_msssim
+            f = pytorch_msssim.ms_ssim if ms else pytorch_msssim.ssim
+            return lambda r, d: f(r, d, data_range=1.0, size_average=False)
+        return factory
+
+    def lpips_():
+        import lpips
+        m = lpips.LPIPS(net="alex", verbose=False).to(device).eval()
+        return lambda r, d: m(r, d, normalize=True)
+
+    def dists_():
+        from DISTS_pytorch import DISTS
+        m = DISTS().to(device).eval()
+        return lambda r, d: m(r, d, batch_average=False)
+
+    def piq_():
+        import piq
+        m = piq.DISTS(reduction="none").to(device).eval()
+        return lambda r, d: m(r, d)
+
+    return [("PSNR (plain torch)", psnr, ""),
+            ("SSIM (pytorch-msssim)", msssim(False), "pytorch-msssim"),
+            ("MS-SSIM (pytorch-msssim)", msssim(True), "pytorch-msssim"),
+            ("LPIPS-Alex (lpips)", lpips_, "lpips, torchvision"),
+            ("DISTS (DISTS_pytorch)", dists_, "DISTS_pytorch, torchvision"),
+            ("DISTS (piq)", piq_, "piq, torchvision")]
+
+
+def why_unavailable(err: Exception, needs: str) -> str:
+    if isinstance(err, ImportError) and "torchvision" in needs:
+        try:
+            import torchvision  # noqa: F401
+        except ImportError:
+            return "not installable here (needs torchvision)"
+    if isinstance(err, ImportError):
+        return f"not installed (pip install {needs.split(',')[0]})"
+    return f"unavailable: {type(err).__name__}: {str(err)[:80]}"
+
+
+def peak_rss_mb() -> float:
+    """This process's peak RSS. On Linux ru_maxrss starts at the PARENT's peak after fork + exec, so the
+    per-process high-water mark VmHWM is read instead where /proc has it."""
+    try:
+        line = next(x for x in Path("/proc/self/status").read_text().splitlines() if x.startswith("VmHWM:"))
+        return int(line.split()[1]) / 1024
+    except (OSError, StopIteration):
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux (bytes on macOS)
+
+
+def child(spec: dict) -> dict:
+    """One throughput configuration, run in its own process: pairs/s and peak memory."""
+    device = torch.device(spec["device"])
+    with torch.inference_mode():
+        metric = GSNScore(spec["weights"], device=device, batch_size=5 * spec["pairs"], amp=spec["amp"])
+        ref, dist = make_pairs(spec["pairs"], tuple(spec["size"]), device)
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+        before = peak_rss_mb()
+        seconds = timeit(lambda: metric(ref, dist), spec["repeats"], device)
+        if device.type == "cuda":
+            peak_mb = torch.cuda.max_memory_allocated(device) / 2**20
+        else:
+            peak_mb = peak_rss_mb() - before
+    return {"pairs_per_s": spec["pairs"] / seconds, "peak_mb": peak_mb}
+
+
+def run_child(spec: dict) -> dict:
+    out = subprocess.run([sys.executable, __file__, "--child", json.dumps(spec)], check=True,
+                         capture_output=True, text=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", choices=["cpu", "cuda"])
+    ap.add_argument("--repeats", type=int, default=10, help="timed runs per measurement (median), after 1 warm-up")
+    ap.add_argument("--batch-sizes", type=int, nargs="+", default=None,
+                    help="pairs per call for the throughput table (default 1 8 64 on CUDA, 1 8 on CPU)")
+    ap.add_argument("--quick", action="store_true", help="tiny network, small images: a smoke test, not a benchmark")
+    ap.add_argument("--child", help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args.child:
+        print(json.dumps(child(json.loads(args.child))))
+        return
+    if args.repeats < 1:
+        ap.error("--repeats must be at least 1")
+    if args.device == "cuda" and not torch.cuda.is_available():
+        ap.error("--device cuda: this torch sees no CUDA GPU")
+    device, setup = torch.device(args.device), QUICK if args.quick else FULL
+    cuda = device.type == "cuda"
+    batch_sizes = args.batch_sizes or ([1, 8, 64] if cuda else [1, 8])
+    h, w = setup["size"]
+    gpu = f", {torch.cuda.get_device_name(device)}" if cuda else ""
+    print(f"# GSN speed ({'QUICK smoke run: tiny network' if args.quick else 'full-size GSNConfig()'})\n")
+    print(f"{datetime.date.today()}; {platform.processor() or platform.machine()}; torch {torch.__version__}; "
+          f"device {device}{gpu}; torch threads {torch.get_num_threads()}; median of {args.repeats} runs "
+          f"after 1 warm-up.\n")
+    print(f"**WEIGHTS ARE RANDOM: these numbers are speed only, not scores.** One pair = {w}×{h} reference + "
+          f"distorted, five {setup['patch_size']}×{setup['patch_size']} patches each.")
+
+    with tempfile.TemporaryDirectory() as tmp, torch.inference_mode():
+        weights = make_weights(Path(tmp), setup["config"], setup["patch_size"])
+        ref, dist = make_pairs(1, setup["size"], device)
+
+        # 1. Latency of one pair, GSN variants.
+        variants = [("folded (library default)", {"fold": True}, None),
+                    ("unfolded (CDC + BatchNorm as trained)", {"fold": False}, None)]
+        if cuda:
+            variants.insert(1, ("folded, amp bf16", {"fold": True, "amp": True}, None))
+        else:  # the library keeps contiguous NCHW on CPU; channels_last only on CUDA
+            variants.insert(1, ("folded, channels_last network", {"fold": True}, torch.channels_last))
+        layout = "channels_last" if cuda else "contiguous"
+        latency = {}
+        for name, kwargs, memory_format in variants:
+            metric = GSNScore(weights, device=device, batch_size=5, **kwargs)
+            if memory_format is not None:
+                metric.net.to(memory_format=memory_format)  # activations follow the weights' layout
+            latency[name] = timeit(lambda m=metric: m(ref, dist), args.repeats, device)
+        base = latency["folded (library default)"]
+        table(f"1. Latency of one {w}×{h} pair (GSNScore, batch_size=5 patches; library layout on {device.type}: "
+              f"{layout})", ["GSN variant", "ms / pair", "× folded default"],
+              [[n, f"{t * 1e3:.1f}", f"{t / base:.2f}"] for n, t in latency.items()])
+
+        # 2. Throughput and peak memory, one fresh process per configuration.
+        rows = []
+        for amp in [False, True] if cuda else [False]:
+            for b in batch_sizes:
+                spec = {"weights": weights, "device": str(device), "pairs": b, "amp": amp, "size": [h, w],
+                        "repeats": args.repeats}
+                r = run_child(spec)
+                rows.append([b, 5 * b, "on" if amp else "off", f"{r['pairs_per_s']:.3g}", f"{r['peak_mb']:.0f}"])
+        mem = "peak allocated MiB (torch.cuda.max_memory_allocated)" if cuda else \
+            "peak RSS increase MiB (VmHWM / ru_maxrss, fresh process)"
+        table(f"2. Throughput, folded GSN, {w}×{h} pairs (GSNScore batch_size = 5 × pairs: one forward per call)",
+              ["pairs / call", "patches / forward", "amp", "pairs / s", mem], rows)
+
+        # 3. Peers on the same pair, same run.
+        rows = [[f"GSN {n}", f"{t * 1e3:.1f}", f"{base / t:.2f}", ""] for n, t in latency.items()]
+        for name, factory, needs in peers(device):
+            try:
+                f = factory()
+                t = timeit(lambda f=f: f(ref, dist), args.repeats, device)
+                rows.append([name, f"{t * 1e3:.2f}", f"{base / t:,.0f}", ""])
+            except Exception as err:  # noqa: BLE001 -- an absent or broken peer is a row that says so, never a silent skip
+                rows.append([name, "–", "–", why_unavailable(err, needs)])
+        table(f"3. One {w}×{h} pair: GSN vs peers (ratio = GSN folded time / this metric's time)",
+              ["metric", "ms / pair", "GSN folded / this", "note"], rows)
+
+
+if __name__ == "__main__":
+    main()
