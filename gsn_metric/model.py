@@ -151,6 +151,9 @@ class MultiLevelFusion(nn.Module):
             [_cdc_bn_relu(3 * w + (c if i else 0), c, config.theta) for i, w in enumerate(widths)]
         )
         self.head = CDCConv2d(c, 1, config.theta)
+        # The head is linear (no ReLU after it): Kaiming fan_out (std 0.47 for one output channel over 9·c
+        # inputs) would start the network with outputs of several units; fan_in keeps the variance.
+        nn.init.kaiming_normal_(self.head.weight, mode="fan_in", nonlinearity="linear")
 
     def forward(self, ref_levels: Sequence[torch.Tensor], dist_levels: Sequence[torch.Tensor]) -> torch.Tensor:
         fused = None
@@ -181,6 +184,9 @@ class GSN(nn.Module):
         self.branch = SiameseBranch(self.config)
         self.fusion = MultiLevelFusion(self.config)
         self.fc = nn.Linear(self.config.fusion_size**2, 1)
+        # Training targets are normalised to [0, 1] (train/loop.py); starting at the middle of that scale
+        # keeps the MSE of an offset from swamping the first epochs.
+        nn.init.constant_(self.fc.bias, 0.5)
 
     def forward(self, ref: torch.Tensor, dist: torch.Tensor) -> torch.Tensor:
         if ref.shape != dist.shape:

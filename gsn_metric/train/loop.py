@@ -202,18 +202,6 @@ def _cli_flags(args: argparse.Namespace) -> dict[str, Any]:
     return {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if not k.startswith("_")}
 
 
-def _init_head(model: GSN) -> None:
-    """Variance-preserving init of the linear head, centred on the [0, 1] target scale.
-
-    ``model.py`` initialises every CDC with Kaiming ``fan_out``, right for the ReLU layers but not for the
-    1-channel head CDC (fan-out 9 → weights of std 0.47 over 1152 inputs): the full network then starts with
-    outputs of several units and the MSE of that offset swamps the first epochs. The head CDC gets
-    ``fan_in`` (linear) instead, and the FC's bias starts at the middle of the target scale.
-    """
-    torch.nn.init.kaiming_normal_(model.fusion.head.weight, mode="fan_in", nonlinearity="linear")
-    torch.nn.init.constant_(model.fc.bias, 0.5)
-
-
 def _export_copy(model: GSN, lo: float, hi: float) -> GSN:
     """An eval-mode copy whose outputs are on the data set's scale: FC ← (hi − lo)·FC + lo (exact, linear)."""
     export = copy.deepcopy(model).float().eval().to(memory_format=torch.contiguous_format)
@@ -290,7 +278,6 @@ def _train(args: argparse.Namespace, rank: int, world: int, device: torch.device
 
     config = model_config(args)
     model = GSN(config)
-    _init_head(model)
     model = model.to(device)
     channels_last = device.type == "cuda"  # the fast layout for cuDNN convolutions; no gain on CPU
     if channels_last:
