@@ -77,40 +77,63 @@ def make_weights(directory: Path, config: GSNConfig, patch_size: int) -> str:
     return str(path)
 
 
-def peers(device: torch.device) -> list[tuple[str, Callable[[], Callable] | None, str]]:
-    """(name, factory of ``f(ref, dist)`` or None, note). A factory may raise; the row then says why."""
+Peer = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+OFFLINE = "random ImageNet backbone (no download here): speed only"
+
+
+def peers(device: torch.device) -> list[tuple[str, Callable[[], tuple[Peer, str]], str]]:
+    """(name, factory → (``f(ref, dist)``, note), packages it needs). A factory may raise; the row says why."""
 
     def psnr():
-        return lambda r, d: 10 * torch.log10(1 / F.mse_loss(r, d, reduction="none").flatten(1).mean(1))
+        return (lambda r, d: 10 * torch.log10(1 / F.mse_loss(r, d, reduction="none").flatten(1).mean(1))), ""
 
     def msssim(ms: bool):
         def factory():
             import pytorch_msssim
             f = pytorch_msssim.ms_ssim if ms else pytorch_msssim.ssim
-            return lambda r, d: f(r, d, data_range=1.0, size_average=False)
+            return (lambda r, d: f(r, d, data_range=1.0, size_average=False)), ""
         return factory
 
+    def piq_(name: str):
+        def factory():
+            import piq
+            f = getattr(piq, name)
+            return (lambda r, d: f(d, r, data_range=1.0, reduction="none")), ""
+        return factory
+
+    # LPIPS and DISTS fetch their ImageNet backbones from download.pytorch.org. Where that fails (offline), the
+    # same architecture runs with random backbone weights: the timing is the same, and the row says so.
     def lpips_():
         import lpips
-        m = lpips.LPIPS(net="alex", verbose=False).to(device).eval()
-        return lambda r, d: m(r, d, normalize=True)
+        try:
+            m, note = lpips.LPIPS(net="alex", verbose=False), ""
+        except OSError:  # URLError is an OSError
+            m, note = lpips.LPIPS(net="alex", verbose=False, pnet_rand=True), OFFLINE
+        m = m.to(device).eval()
+        return (lambda r, d: m(r, d, normalize=True)), note
 
     def dists_():
+        import torchvision
         from DISTS_pytorch import DISTS
-        m = DISTS().to(device).eval()
-        return lambda r, d: m(r, d, batch_average=False)
-
-    def piq_():
-        import piq
-        m = piq.DISTS(reduction="none").to(device).eval()
-        return lambda r, d: m(r, d)
+        try:
+            m, note = DISTS(), ""
+        except OSError:
+            vgg16 = torchvision.models.vgg16  # DISTS() calls vgg16(pretrained=True): build it untrained instead
+            torchvision.models.vgg16 = lambda pretrained=False, **kw: vgg16(weights=None, **kw)
+            try:
+                m, note = DISTS(), OFFLINE
+            finally:
+                torchvision.models.vgg16 = vgg16
+        m = m.to(device).eval()
+        return (lambda r, d: m(r, d, batch_average=False)), note
 
     return [("PSNR (plain torch)", psnr, ""),
             ("SSIM (pytorch-msssim)", msssim(False), "pytorch-msssim"),
             ("MS-SSIM (pytorch-msssim)", msssim(True), "pytorch-msssim"),
+            ("GMSD (piq)", piq_("gmsd"), "piq, torchvision"),
+            ("FSIM (piq)", piq_("fsim"), "piq, torchvision"),
             ("LPIPS-Alex (lpips)", lpips_, "lpips, torchvision"),
-            ("DISTS (DISTS_pytorch)", dists_, "DISTS_pytorch, torchvision"),
-            ("DISTS (piq)", piq_, "piq, torchvision")]
+            ("DISTS (DISTS_pytorch)", dists_, "DISTS_pytorch, torchvision")]
 
 
 def why_unavailable(err: Exception, needs: str) -> str:
@@ -118,7 +141,7 @@ def why_unavailable(err: Exception, needs: str) -> str:
         try:
             import torchvision  # noqa: F401
         except ImportError:
-            return "not installable here (needs torchvision)"
+            return "needs torchvision (not in this environment; see benchmarks/README.md)"
     if isinstance(err, ImportError):
         return f"not installed (pip install {needs.split(',')[0]})"
     return f"unavailable: {type(err).__name__}: {str(err)[:80]}"
@@ -224,9 +247,9 @@ def main(argv: list[str] | None = None) -> None:
         rows = [[f"GSN {n}", f"{t * 1e3:.1f}", f"{base / t:.2f}", ""] for n, t in latency.items()]
         for name, factory, needs in peers(device):
             try:
-                f = factory()
+                f, note = factory()
                 t = timeit(lambda f=f: f(ref, dist), args.repeats, device)
-                rows.append([name, f"{t * 1e3:.2f}", f"{base / t:,.0f}", ""])
+                rows.append([name, f"{t * 1e3:.2f}", f"{base / t:,.0f}" if base / t >= 10 else f"{base / t:.2f}", note])
             except Exception as err:  # noqa: BLE001 -- an absent or broken peer is a row that says so, never a silent skip
                 rows.append([name, "–", "–", why_unavailable(err, needs)])
         table(f"3. One {w}×{h} pair: GSN vs peers (ratio = GSN folded time / this metric's time)",

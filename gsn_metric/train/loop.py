@@ -279,9 +279,9 @@ def _train(args: argparse.Namespace, rank: int, world: int, device: torch.device
     config = model_config(args)
     model = GSN(config)
     model = model.to(device)
-    channels_last = device.type == "cuda"  # the fast layout for cuDNN convolutions; no gain on CPU
-    if channels_last:
-        model = model.to(memory_format=torch.channels_last)
+    # channels_last: the fast layout for cuDNN and for oneDNN on the CPU too (full network, batch 8, forward +
+    # backward on 2 cores: 0.42–0.46 pairs/s against 0.31–0.34 contiguous).
+    model = model.to(memory_format=torch.channels_last)
     optimizer = build_ranger(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
     autocast, amp_dtype = _autocast(device, args.amp)
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
@@ -322,9 +322,8 @@ def _train(args: argparse.Namespace, rank: int, world: int, device: torch.device
         bar = tqdm(loader, desc=f"epoch {epoch + 1}/{args.epochs}", disable=not is_main, leave=False,
                    dynamic_ncols=True)
         for batch in bar:
-            fmt = torch.channels_last if channels_last else torch.contiguous_format
-            ref = batch["ref"].to(device, non_blocking=True).contiguous(memory_format=fmt)
-            dis = batch["dist"].to(device, non_blocking=True).contiguous(memory_format=fmt)
+            ref = batch["ref"].to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
+            dis = batch["dist"].to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
             target = (batch["score"].to(device) - lo) / (hi - lo)
             with autocast:
                 pred = net(ref, dis)
