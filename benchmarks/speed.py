@@ -28,11 +28,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 from gsn_metric import GSNScore
 from gsn_metric.model import GSN, GSNConfig
 from gsn_metric.weights import save_weights
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # a folder of scripts: its shared peers module
+from peers import PEERS, why_unavailable
 
 FULL = {"config": GSNConfig(), "patch_size": 192, "size": (384, 512)}  # the paper's network on 512×384 pairs
 QUICK = {"config": GSNConfig(stem=4, blocks=((6, 8), (6,), (6,)), fusion_channels=4, fusion_size=6),
@@ -75,76 +77,6 @@ def make_weights(directory: Path, config: GSNConfig, patch_size: int) -> str:
     save_weights(GSN(config).eval(), path, training_data="RANDOM WEIGHTS (speed benchmark only)",
                  score_name="none (random weights)", score_range=(0.0, 1.0), patch_size=patch_size)
     return str(path)
-
-
-Peer = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-OFFLINE = "random ImageNet backbone (no download here): speed only"
-
-
-def peers(device: torch.device) -> list[tuple[str, Callable[[], tuple[Peer, str]], str]]:
-    """(name, factory → (``f(ref, dist)``, note), packages it needs). A factory may raise; the row says why."""
-
-    def psnr():
-        return (lambda r, d: 10 * torch.log10(1 / F.mse_loss(r, d, reduction="none").flatten(1).mean(1))), ""
-
-    def msssim(ms: bool):
-        def factory():
-            import pytorch_msssim
-            f = pytorch_msssim.ms_ssim if ms else pytorch_msssim.ssim
-            return (lambda r, d: f(r, d, data_range=1.0, size_average=False)), ""
-        return factory
-
-    def piq_(name: str):
-        def factory():
-            import piq
-            f = getattr(piq, name)
-            return (lambda r, d: f(d, r, data_range=1.0, reduction="none")), ""
-        return factory
-
-    # LPIPS and DISTS fetch their ImageNet backbones from download.pytorch.org. Where that fails (offline), the
-    # same architecture runs with random backbone weights: the timing is the same, and the row says so.
-    def lpips_():
-        import lpips
-        try:
-            m, note = lpips.LPIPS(net="alex", verbose=False), ""
-        except OSError:  # URLError is an OSError
-            m, note = lpips.LPIPS(net="alex", verbose=False, pnet_rand=True), OFFLINE
-        m = m.to(device).eval()
-        return (lambda r, d: m(r, d, normalize=True)), note
-
-    def dists_():
-        import torchvision
-        from DISTS_pytorch import DISTS
-        try:
-            m, note = DISTS(), ""
-        except OSError:
-            vgg16 = torchvision.models.vgg16  # DISTS() calls vgg16(pretrained=True): build it untrained instead
-            torchvision.models.vgg16 = lambda pretrained=False, **kw: vgg16(weights=None, **kw)
-            try:
-                m, note = DISTS(), OFFLINE
-            finally:
-                torchvision.models.vgg16 = vgg16
-        m = m.to(device).eval()
-        return (lambda r, d: m(r, d, batch_average=False)), note
-
-    return [("PSNR (plain torch)", psnr, ""),
-            ("SSIM (pytorch-msssim)", msssim(False), "pytorch-msssim"),
-            ("MS-SSIM (pytorch-msssim)", msssim(True), "pytorch-msssim"),
-            ("GMSD (piq)", piq_("gmsd"), "piq, torchvision"),
-            ("FSIM (piq)", piq_("fsim"), "piq, torchvision"),
-            ("LPIPS-Alex (lpips)", lpips_, "lpips, torchvision"),
-            ("DISTS (DISTS_pytorch)", dists_, "DISTS_pytorch, torchvision")]
-
-
-def why_unavailable(err: Exception, needs: str) -> str:
-    if isinstance(err, ImportError) and "torchvision" in needs:
-        try:
-            import torchvision  # noqa: F401
-        except ImportError:
-            return "needs torchvision (not in this environment; see benchmarks/README.md)"
-    if isinstance(err, ImportError):
-        return f"not installed (pip install {needs.split(',')[0]})"
-    return f"unavailable: {type(err).__name__}: {str(err)[:80]}"
 
 
 def peak_rss_mb() -> float:
@@ -245,13 +177,14 @@ def main(argv: list[str] | None = None) -> None:
 
         # 3. Peers on the same pair, same run.
         rows = [[f"GSN {n}", f"{t * 1e3:.1f}", f"{base / t:.2f}", ""] for n, t in latency.items()]
-        for name, factory, needs in peers(device):
+        for peer in PEERS:
             try:
-                f, note = factory()
+                f, note = peer.build(device)
                 t = timeit(lambda f=f: f(ref, dist), args.repeats, device)
-                rows.append([name, f"{t * 1e3:.2f}", f"{base / t:,.0f}" if base / t >= 10 else f"{base / t:.2f}", note])
+                ratio = f"{base / t:,.0f}" if base / t >= 10 else f"{base / t:.2f}"
+                rows.append([peer.name, f"{t * 1e3:.2f}", ratio, note])
             except Exception as err:  # noqa: BLE001 -- an absent or broken peer is a row that says so, never a silent skip
-                rows.append([name, "–", "–", why_unavailable(err, needs)])
+                rows.append([peer.name, "–", "–", why_unavailable(err, peer.needs)])
         table(f"3. One {w}×{h} pair: GSN vs peers (ratio = GSN folded time / this metric's time)",
               ["metric", "ms / pair", "GSN folded / this", "note"], rows)
 
