@@ -8,15 +8,17 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import numbers
 import os
 from collections.abc import Iterable, Iterator
+from pathlib import Path
 from typing import Any, Literal
 
 import torch
 from torch import nn
 
 from .images import check_pair, to_batch
-from .patches import PATCH_MODES, PatchMode, extract_patches
+from .patches import PATCH_MODES, PatchMode, check_stride, extract_patches
 from .weights import WeightsInfo, load_model
 
 Reduction = Literal["none", "mean", "sum"]
@@ -25,7 +27,10 @@ Reduction = Literal["none", "mean", "sum"]
 def _resolve_device(device: str | torch.device | None) -> torch.device:
     if device is None:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(device)
+    try:
+        device = torch.device(device)
+    except (RuntimeError, TypeError) as err:
+        raise ValueError(f"device={device!r} is not a torch device ({err}); use 'cpu', 'cuda' or 'cuda:1'") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise RuntimeError(
             f"device={str(device)!r} was asked for, but this torch ({torch.__version__}) sees no CUDA GPU. "
@@ -59,6 +64,8 @@ class GSNScore(nn.Module):
         batch_size: patches per forward pass (each patch runs twice: reference and distorted); bounds memory.
         input_range: the value range of tensor/float inputs, e.g. ``(-1, 1)`` for GAN outputs.
         reduction: ``"none"`` (N scores), ``"mean"`` or ``"sum"``.
+        stride: for ``patches="grid"`` only: the largest gap between tiles, 1 to the patch size (default half
+            a patch); larger gaps would leave pixels unscored.
         fold: run the network with CDC and BatchNorm folded into plain convs (same scores, ~2× faster).
         amp: run under ``torch.autocast`` (bfloat16) on CUDA; off by default until its deviation from
             float32 is measured on trained weights.
@@ -83,17 +90,21 @@ class GSNScore(nn.Module):
         super().__init__()
         if patches not in PATCH_MODES:
             raise ValueError(f"patches must be one of {PATCH_MODES}, got {patches!r}")
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 1:
+            raise ValueError(f"batch_size must be an integer of at least 1, got {batch_size!r}")
+        if stride is not None and patches != "grid":
+            raise ValueError(f"stride only applies to patches='grid', got stride={stride!r} with patches={patches!r}")
         _reduce(torch.zeros(1), reduction)  # validates the name now rather than at the first call
         device = _resolve_device(device)
         model, self.info = load_model(weights)
+        if stride is not None:
+            check_stride(stride, self.info.patch_size)
         # channels_last is the fast layout for convolutions on both cuDNN and oneDNN (CPU: ~0.75× the time of
         # contiguous in benchmarks/README.md); Module.to(device) keeps it.
         self._layout = torch.channels_last
         self.net = (model.fold() if fold else model).to(memory_format=self._layout)
         self.net.requires_grad_(False)
-        self.patches, self.batch_size, self.stride = patches, batch_size, stride
+        self.patches, self.batch_size, self.stride = patches, int(batch_size), stride
         self.input_range, self.reduction, self.amp = input_range, reduction, amp
         self.to(device)
         self.eval()
@@ -137,21 +148,23 @@ class GSNScore(nn.Module):
             scores.append(self._patch_scores(r.flatten(0, 1), d.flatten(0, 1)).view(k, per_patch).mean(1))
         return _reduce(torch.cat(scores), self.reduction)
 
+    # As a decorator (not a ``with`` block) so that inference mode is on only while the generator runs, not in
+    # the caller's loop body between two scores.
+    @torch.inference_mode()
     def iter_scores(self, pairs: Iterable[tuple[Any, Any]]) -> Iterator[float]:
         """Scores many pairs of possibly different sizes (paths, PIL images, arrays or 3×H×W tensors),
         batching the patches of consecutive pairs; yields one float per pair, in order, without gradients."""
         queue: list[tuple[torch.Tensor, torch.Tensor]] = []
-        with torch.inference_mode():
-            for ref, dist in pairs:
-                r, d = self._prepare(ref, dist)
-                if r.shape[0] != 1:
-                    raise ValueError(f"iter_scores takes one image per side of each pair, got a batch of {r.shape[0]}")
-                queue.append((self._patchify(r)[0], self._patchify(d)[0]))
-                # "full" patches differ in size from pair to pair, so they cannot share a batch.
-                if self.patches == "full" or sum(len(q[0]) for q in queue) >= self.batch_size:
-                    yield from self._flush(queue)
-                    queue = []
-            yield from self._flush(queue)
+        for ref, dist in pairs:
+            r, d = self._prepare(ref, dist)
+            if r.shape[0] != 1:
+                raise ValueError(f"iter_scores takes one image per side of each pair, got a batch of {r.shape[0]}")
+            queue.append((self._patchify(r)[0], self._patchify(d)[0]))
+            # "full" patches differ in size from pair to pair, so they cannot share a batch.
+            if self.patches == "full" or sum(len(q[0]) for q in queue) >= self.batch_size:
+                yield from self._flush(queue)
+                queue = []
+        yield from self._flush(queue)
 
     def _flush(self, queue: list[tuple[torch.Tensor, torch.Tensor]]) -> Iterator[float]:
         if not queue:
@@ -202,9 +215,22 @@ class GSNLoss(nn.Module):
 
 
 @functools.lru_cache(maxsize=4)
-def _cached_metric(weights: Any, device: Any, patches: str, batch_size: int,
-                   input_range: tuple[float, float]) -> GSNScore:
+def _cached_metric(weights: str | None, stamp: tuple[int, int] | None, device: str | None, patches: str,
+                   batch_size: int, input_range: tuple[float, float]) -> GSNScore:
+    """``stamp`` is only part of the cache key (see :func:`_weights_key`)."""
     return GSNScore(weights, device, patches, batch_size, input_range)  # type: ignore[arg-type]
+
+
+def _weights_key(weights: str | os.PathLike | None) -> tuple[str | None, tuple[int, int] | None]:
+    """A weight file as its absolute path and (mtime, size), so that the cache of :func:`gsn` neither outlives a
+    re-exported file nor confuses two files of the same relative name; names and ``None`` stay as they are."""
+    if weights is None:
+        return None, None
+    path = Path(weights).expanduser()
+    if not path.is_file():
+        return str(weights), None
+    stat = path.stat()
+    return str(path.resolve()), (stat.st_mtime_ns, stat.st_size)
 
 
 def gsn(
@@ -217,10 +243,11 @@ def gsn(
     input_range: tuple[float, float] = (0.0, 1.0),
     reduction: Reduction = "none",
 ) -> torch.Tensor:
-    """Functional GSN: ``GSNScore(weights, device, patches, ...)(ref, dist)``, the module cached between calls.
+    """Functional GSN: ``GSNScore(weights, device, patches, ...)(ref, dist)``, the module cached between calls
+    (a weight file is re-read when it changes on disk).
 
     Same inputs and returns as :class:`GSNScore`; gradients flow to tensor inputs that require them.
     """
-    metric = _cached_metric(weights if weights is None else str(weights), None if device is None else str(device),
-                            patches, batch_size, tuple(input_range))
+    metric = _cached_metric(*_weights_key(weights), None if device is None else str(device), patches, batch_size,
+                            tuple(input_range))
     return _reduce(metric(ref, dist), reduction)

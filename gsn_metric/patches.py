@@ -10,6 +10,7 @@ half a patch wide (one reflection can add at most side − 1 pixels).
 
 from __future__ import annotations
 
+import numbers
 from typing import Literal
 
 import torch
@@ -37,13 +38,24 @@ def five_boxes(height: int, width: int, size: int = PATCH_SIZE) -> list[tuple[in
     return [(0, 0), (0, right), (bottom, 0), (bottom, right), (bottom // 2, right // 2)]
 
 
-def grid_boxes(height: int, width: int, size: int = PATCH_SIZE, stride: int | None = None) -> list[tuple[int, int]]:
-    """(top, left) of overlapping ``size``² tiles that cover the whole image.
+def check_stride(stride: int, size: int = PATCH_SIZE) -> None:
+    """Refuse a grid ``stride`` that is not an integer in [1, ``size``]: beyond ``size`` tiles leave gaps."""
+    if isinstance(stride, bool) or not isinstance(stride, numbers.Integral) or not 1 <= stride <= size:
+        raise ValueError(
+            f"stride must be an integer from 1 to the patch size {size} (tiles further apart than a patch would "
+            f"leave pixels unscored), got {stride!r}; leave it unset for half a patch"
+        )
 
-    Tiles are spread evenly, at most ``stride`` (default ``size // 2``) apart, the first and last touching
-    the image's edges, so every pixel is covered and no tile leaves the image.
+
+def grid_boxes(height: int, width: int, size: int = PATCH_SIZE, stride: int | None = None) -> list[tuple[int, int]]:
+    """(top, left) of overlapping ``size``² tiles that cover the whole image (both sides ≥ ``size``).
+
+    Tiles are spread evenly, at most ``stride`` (1 to ``size``; default ``size // 2``) apart, the first and
+    last touching the image's edges, so every pixel is covered and no tile leaves the image.
     """
-    stride = stride or size // 2
+    if stride is None:
+        stride = max(1, size // 2)
+    check_stride(stride, size)
 
     def starts(extent: int) -> list[int]:
         n = -(-(extent - size) // stride) + 1  # ceil division: enough tiles that gaps are ≤ stride

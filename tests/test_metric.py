@@ -110,3 +110,58 @@ def test_gpu_scores_match_cpu(tiny_weights, pair):
     metric = gsn_metric.GSNScore(tiny_weights, device="cpu").to("cuda")
     assert next(metric.net.parameters()).is_contiguous(memory_format=torch.channels_last) or True
     torch.testing.assert_close(metric(ref, dist).cpu(), cpu, rtol=1e-3, atol=1e-3)
+
+
+def test_iter_scores_leaves_autograd_alone_between_scores(tiny_weights, pair):
+    ref, dist = pair
+    metric = gsn_metric.GSNScore(tiny_weights, device="cpu")
+    for _ in metric.iter_scores([(ref[0], dist[0]), (ref[1], dist[1])]):
+        # the caller's loop body: inference mode must not leak out of the generator
+        assert not torch.is_inference_mode_enabled() and torch.is_grad_enabled()
+        x = torch.ones(2, requires_grad=True)
+        (x * 2).sum().backward()
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"patches": "grid", "stride": 0}, "stride must be an integer from 1 to the patch size 32"),
+    ({"patches": "grid", "stride": -5}, "stride must be"),
+    ({"patches": "grid", "stride": 33}, "leave pixels unscored"),
+    ({"patches": "grid", "stride": 2.5}, "stride must be"),
+    ({"patches": "five", "stride": 8}, "stride only applies to patches='grid'"),
+    ({"batch_size": 2.5}, "batch_size must be an integer"),
+])
+def test_bad_stride_and_batch_size_are_refused_up_front(tiny_weights, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        gsn_metric.GSNScore(tiny_weights, device="cpu", **kwargs)
+
+
+def test_grid_stride_is_used(tiny_weights, pair):
+    ref, dist = pair
+    dense = gsn_metric.GSNScore(tiny_weights, device="cpu", patches="grid", stride=np.int64(4))(ref, dist)
+    assert not torch.allclose(dense, gsn_metric.GSNScore(tiny_weights, device="cpu", patches="grid")(ref, dist))
+
+
+def test_bad_device_string_says_what_to_use(tiny_weights):
+    with pytest.raises(ValueError, match="device='gpu0' is not a torch device.*'cpu', 'cuda'"):
+        gsn_metric.GSNScore(tiny_weights, device="gpu0")
+
+
+def test_functional_cache_follows_the_weight_file(tmp_path, tiny_weights, pair, monkeypatch):
+    from gsn_metric.model import GSN
+    from gsn_metric.weights import save_weights
+
+    from .conftest import TINY
+
+    ref, dist = pair
+    before = gsn_metric.gsn(ref, dist, weights=tiny_weights, device="cpu")
+    torch.manual_seed(7)
+    other = tmp_path / "other"
+    other.mkdir()
+    for path in (tiny_weights, other / "tiny.safetensors"):  # re-exported in place, and a namesake elsewhere
+        save_weights(GSN(TINY).eval(), path, training_data="t", score_name="t", score_range=(1, 5), patch_size=32)
+    fresh = gsn_metric.GSNScore(tiny_weights, device="cpu")(ref, dist)
+    assert not torch.allclose(fresh, before)
+    torch.testing.assert_close(gsn_metric.gsn(ref, dist, weights=tiny_weights, device="cpu"), fresh)
+    monkeypatch.chdir(other)
+    torch.testing.assert_close(gsn_metric.gsn(ref, dist, weights="tiny.safetensors", device="cpu"),
+                               gsn_metric.GSNScore(other / "tiny.safetensors", device="cpu")(ref, dist))

@@ -1,3 +1,5 @@
+import itertools
+
 import pytest
 import torch
 
@@ -25,7 +27,7 @@ def test_grid_covers_every_pixel_and_stays_inside(h, w, stride):
         covered[t : t + 192, l : l + 192] = True
     assert covered.all()
     tops = sorted({t for t, _ in boxes})
-    assert all(b - a <= (stride or 96) for a, b in zip(tops, tops[1:]))
+    assert all(b - a <= (stride or 96) for a, b in itertools.pairwise(tops))
 
 
 def test_small_images_are_reflect_padded_centred():
@@ -63,3 +65,9 @@ def test_paired_random_crop_is_the_same_for_both_and_seeded():
                               paired_random_crop(ref, dist, 192, torch.Generator().manual_seed(s), flip=False)[0]))
              for s in range(20)}
     assert flips == {True, False}
+
+
+@pytest.mark.parametrize("stride", [0, -1, 193, 2.5, True])
+def test_grid_refuses_strides_that_cannot_cover(stride):
+    with pytest.raises(ValueError, match="stride must be an integer from 1 to the patch size 192"):
+        grid_boxes(300, 400, 192, stride)
