@@ -24,6 +24,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import os
 from importlib import resources
 from pathlib import Path
@@ -75,11 +76,20 @@ def _read_manifest(directory: Path) -> dict[str, Any]:
         return {"format": 1, "default": None, "weights": {}}
     try:
         manifest = json.loads(path.read_text())
-        if not isinstance(manifest["weights"], dict):
-            raise ValueError("'weights' is not a mapping")
-    except (ValueError, KeyError) as err:
-        raise ValueError(f"{path} is not a valid gsn-metric manifest ({err}); restore or delete it") from err
+    except ValueError as err:
+        problem = str(err)
+    else:
+        problem = _manifest_problem(manifest)
+    if problem:
+        raise ValueError(f"{path} is not a valid gsn-metric manifest ({problem}); restore or delete it")
     return manifest
+
+
+def _manifest_problem(manifest: Any) -> str | None:
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("weights"), dict):
+        return "no 'weights' mapping"
+    bad = sorted(name for name, entry in manifest["weights"].items() if not isinstance(entry, dict))
+    return f"entries {bad} are not mappings" if bad else None
 
 
 def list_weights() -> list[str]:
@@ -107,13 +117,17 @@ def resolve(spec: str | os.PathLike | None) -> tuple[Path, dict[str, Any] | None
         if not manifest.get("default"):
             raise RuntimeError(_NO_WEIGHTS)
         spec = manifest["default"]
-    path = Path(spec)
+    path = Path(spec).expanduser()
     if path.is_file():
         beside = _read_manifest(path.parent)["weights"].values()
         return path, next((e for e in beside if e.get("file") == path.name), None), None
+    if path.is_dir():
+        found = ", ".join(sorted(p.name for p in path.glob("*.safetensors"))[:5]) or "none"
+        raise IsADirectoryError(f"weights={os.fspath(spec)!r} is a folder; pass the .safetensors file in it "
+                                f"(found: {found}; a training run exports best.safetensors)")
     name = str(spec)
     if name not in bundled:
-        if path.suffix or os.sep in name:
+        if path.suffix or os.sep in name or "/" in name:
             raise FileNotFoundError(f"weight file {name} does not exist; check the path")
         known = ", ".join(sorted(bundled)) or "none released yet"
         raise ValueError(f"unknown GSN weights {name!r} (released: {known}). " + ("" if bundled else _NO_WEIGHTS))
@@ -177,7 +191,15 @@ def load_model(
         raise ValueError(f"{path} is a safetensors file but not gsn-metric weights (metadata format={meta.get('format')!r})")
     if meta.get("format_version") != FORMAT_VERSION:
         raise ValueError(f"{path} has weights format {meta.get('format_version')!r}; this gsn-metric reads {FORMAT_VERSION!r}")
-    config = GSNConfig.from_json(meta["config"])
+    try:
+        config, score_range, patch_size = _parse_metadata(meta)
+    except (KeyError, TypeError, ValueError) as err:
+        problem = f"no {err}" if isinstance(err, KeyError) else f"{type(err).__name__}: {err}"
+        raise ValueError(
+            f"{path} has gsn-metric metadata this version ({__version__}) cannot use ({problem}). If a newer "
+            f"gsn-metric wrote it (it says {meta.get('gsn_metric_version', 'unknown')}), upgrade; otherwise the file "
+            "is damaged: export it again with gsn_metric.weights.save_weights"
+        ) from err
     model = GSN(config)
     _load_state(model, state, path)
     info = WeightsInfo(
@@ -186,13 +208,26 @@ def load_model(
         config=config,
         training_data=meta.get("training_data", "unknown"),
         score_name=meta.get("score_name", "unknown"),
-        score_range=tuple(json.loads(meta.get("score_range", "[0, 1]"))),
-        patch_size=int(meta.get("patch_size", PATCH_SIZE)),
+        score_range=score_range,
+        patch_size=patch_size,
         version=meta.get("gsn_metric_version", "unknown"),
         name=name,
         results=(entry or {}).get("results", {}),
     )
     return model.to(device).eval(), info
+
+
+def _parse_metadata(meta: dict[str, str]) -> tuple[GSNConfig, tuple[float, float], int]:
+    """The architecture, score range and patch size a weight file needs; every one is required, since a
+    default would silently change the scores (patch size) or flip the sign of ``GSNLoss`` (score range)."""
+    config = GSNConfig.from_json(meta["config"])
+    lo, hi = (float(v) for v in json.loads(meta["score_range"]))
+    if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
+        raise ValueError(f"score_range must be finite [lo, hi] with lo < hi, got {meta['score_range']}")
+    patch_size = int(meta["patch_size"])
+    if patch_size < 8:  # three stride-2 poolings (model.GSN)
+        raise ValueError(f"patch_size must be at least 8, got {patch_size}")
+    return config, (lo, hi), patch_size
 
 
 def _load_state(model: GSN, state: dict[str, torch.Tensor], path: Path) -> None:
@@ -207,6 +242,11 @@ def _load_state(model: GSN, state: dict[str, torch.Tensor], path: Path) -> None:
             f"missing {missing[:5]}, unexpected {unexpected[:5]}, wrong shapes {wrong[:5]}. "
             "The file is damaged or was edited; export it again."
         )
+    # A diverged training run exports NaN weights, which would score every image NaN.
+    bad = sorted(k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all())
+    if bad:
+        raise ValueError(f"{path} holds NaN or infinite values in {bad[:5]}: its training diverged; "
+                         "export an earlier checkpoint or train again")
     model.load_state_dict(state)
 
 

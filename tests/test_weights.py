@@ -135,3 +135,37 @@ def test_hub_download_is_used_when_nothing_is_local(monkeypatch, tmp_path, tiny_
         (repo, file)) or tiny_weights)
     assert W.load_model("gsn-test")[1].path == Path(tiny_weights)
     assert calls == [("someone/gsn", "gsn-test.safetensors")]
+
+
+@pytest.mark.parametrize("edit, match", [
+    (lambda m: m.pop("config"), "no 'config'"),
+    (lambda m: m.update(config="{"), "JSONDecodeError"),
+    (lambda m: m.pop("score_range"), "no 'score_range'"),
+    (lambda m: m.update(score_range="[5, 1]"), "lo < hi"),  # would flip the sign of GSNLoss
+    (lambda m: m.pop("patch_size"), "no 'patch_size'"),  # a default of 192 would change every score
+    (lambda m: m.update(patch_size="big"), "invalid literal"),
+    (lambda m: m.update(patch_size="0"), "at least 8"),
+])
+def test_damaged_metadata_names_the_file(tmp_path, tiny_weights, edit, match):
+    with pytest.raises(ValueError, match=r"edited\.safetensors has gsn-metric metadata .*" + match):
+        W.load_model(_rewrite(tiny_weights, tmp_path, meta_edit=edit))
+
+
+def test_diverged_weights_are_refused(tmp_path, tiny_weights):
+    nan = _rewrite(tiny_weights, tmp_path, state_edit=lambda s: s["fc.bias"].fill_(float("nan")))
+    with pytest.raises(ValueError, match=r"edited\.safetensors holds NaN or infinite values in \['fc.bias'\]"):
+        W.load_model(nan)
+
+
+def test_a_folder_or_a_home_path_is_understood(tmp_path, tiny_weights, monkeypatch):
+    with pytest.raises(IsADirectoryError, match=r"is a folder; pass the .safetensors file in it \(found: tiny"):
+        W.load_model(tmp_path)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert W.load_model("~/tiny.safetensors")[1].path == Path(tiny_weights)
+
+
+@pytest.mark.parametrize("text", ['[1, 2]', '{"weights": {"tiny": "tiny.safetensors"}}'])
+def test_malformed_manifest_beside_the_file_is_named(tiny_weights, text):
+    (Path(tiny_weights).parent / "manifest.json").write_text(text)
+    with pytest.raises(ValueError, match="manifest.json is not a valid gsn-metric manifest"):
+        W.load_model(tiny_weights)
