@@ -147,6 +147,21 @@ def test_missing_and_corrupt_files_are_all_reported_before_training(kadid):
     assert f"line 17: distorted {images / 'I03_02_01.png'} cannot be read as an image" in msg
 
 
+@pytest.mark.parametrize("fmt", ["BMP", "JPEG"])
+def test_truncated_bmp_and_jpeg_are_reported_before_training(kadid, fmt):
+    # Their headers are intact, so a header-only check passed them and training crashed when it reached them
+    # (LIVE, TID2013 and PIPAL are BMP files).
+    from PIL import Image
+
+    images = kadid / "KADID-10k" / "images"
+    broken = images / "I03_02_01.png"
+    with Image.open(broken) as img:
+        img.save(broken, format=fmt)
+    broken.write_bytes(broken.read_bytes()[:-500])
+    with pytest.raises(ValueError, match=r"line 17: distorted .*I03_02_01.png cannot be read"):
+        D.load_dataset("kadid10k", kadid)
+
+
 def test_size_mismatch_and_bad_scores_are_reported(kadid, tmp_path):
     images = kadid / "KADID-10k" / "images"
     from PIL import Image

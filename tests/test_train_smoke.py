@@ -101,6 +101,27 @@ def test_bad_image_fails_before_training(data_root, tmp_path):
     assert not (tmp_path / "out" / loop.CHECKPOINT).exists()
 
 
+def test_divergence_stops_the_run_before_exporting_garbage(data_root, tmp_path):
+    # --lr 1e6 blows the weights up within a few steps; without the check the run exported a NaN network
+    # (or, with validation, crashed inside the correlations with "pred and mos must be finite").
+    with pytest.raises(FloatingPointError, match=r"training diverged: .* epoch 1 .*lower --lr"):
+        fit(data_root, tmp_path, "--epochs", "3", "--val-fraction", "0", "--lr", "1e6", "--workers", "0")
+    assert not (tmp_path / "best.safetensors").exists() and not (tmp_path / loop.CHECKPOINT).exists()
+
+
+def test_resume_refuses_a_changed_split_and_applies_a_changed_lr(data_root, tmp_path):
+    fit(data_root, tmp_path, "--epochs", "1", "--workers", "0")
+    # Another seed or val fraction moves references between train and val: the run would train on its val set.
+    for flag, value in (("--seed", "1"), ("--val-fraction", "0.5"), ("--patch-size", "48")):
+        with pytest.raises(ValueError, match=f"trained with {flag} "):
+            fit(data_root, tmp_path, "--epochs", "2", "--workers", "0", "--resume", flag, value)
+    # A lowered lr takes effect (the optimiser's state used to bring the old one back, while the checkpoint
+    # recorded the new one).
+    resumed = fit(data_root, tmp_path, "--epochs", "2", "--workers", "0", "--resume", "--lr", "1e-5")
+    assert resumed["epoch"] == 2 and resumed["args"]["lr"] == 1e-5
+    assert {g["lr"] for g in resumed["optimizer"]["optimizer"]["param_groups"]} == {1e-5}
+
+
 @pytest.mark.slow
 def test_torchrun_ddp_on_cpu(data_root, tmp_path):
     """Two Gloo processes on the CPU: the same command as single-process, under torchrun."""

@@ -63,6 +63,10 @@ TINY = GSNConfig(stem=4, blocks=((6, 8, 6), (6, 6), (6,)), fusion_channels=4, fu
 # Flags that may change between a run and its resumption without changing what is trained.
 _RESUMABLE_CHANGES = {"epochs", "workers", "device", "resume", "max_steps", "val_every", "out", "root", "labels",
                       "pristine"}
+# Flags that may not: they change the train/val split, the validation items or the patch size, so the run
+# would train on what it validated on before, and its "best" would compare scores of different val sets.
+_FIXED_ON_RESUME = {"dataset", "seed", "val_fraction", "patch_size", "lower_is_better", "type_weights",
+                    "resize_short"}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -202,6 +206,21 @@ def _cli_flags(args: argparse.Namespace) -> dict[str, Any]:
     return {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if not k.startswith("_")}
 
 
+def _check_resumed_flags(args: argparse.Namespace, saved: dict[str, Any], ckpt_path: Path, say: Any) -> None:
+    """Refuse to resume with a changed :data:`_FIXED_ON_RESUME` flag; warn about other changes (they apply from
+    the next step: hyper-parameters such as ``--lr`` or the loss weights)."""
+    changed = {k for k, v in _cli_flags(args).items() if saved.get(k, v) != v} - _RESUMABLE_CHANGES
+    was = {k: saved.get(k) for k in sorted(changed)}
+    fixed = changed & _FIXED_ON_RESUME
+    if fixed:
+        saved_flags = ", ".join(f"--{k.replace('_', '-')} {was[k]}" for k in sorted(fixed))
+        raise ValueError(f"{ckpt_path} was trained with {saved_flags}: changing them on resume would change the "
+                         f"train/val split or the patches; resume with those values, or start a run with another --out")
+    if changed:
+        say(f"warning: resuming with changed flags, applied from the next step: {sorted(changed)} (checkpoint: "
+            f"{was})", file=sys.stderr)
+
+
 def _export_copy(model: GSN, lo: float, hi: float) -> GSN:
     """An eval-mode copy whose outputs are on the data set's scale: FC ← (hi − lo)·FC + lo (exact, linear)."""
     export = copy.deepcopy(model).float().eval().to(memory_format=torch.contiguous_format)
@@ -294,12 +313,11 @@ def _train(args: argparse.Namespace, rank: int, world: int, device: torch.device
         if ckpt["architecture"] != config.to_json():
             raise ValueError(f"{ckpt_path} holds a different architecture ({ckpt['architecture']}); "
                              "use the run's --tiny/--width flags or another --out")
-        changed = {k for k, v in _cli_flags(args).items() if ckpt["args"].get(k, v) != v} - _RESUMABLE_CHANGES
-        if changed:
-            say(f"warning: resuming with changed flags {sorted(changed)} (checkpoint: "
-                f"{ {k: ckpt['args'].get(k) for k in sorted(changed)} })", file=sys.stderr)
+        _check_resumed_flags(args, ckpt["args"], ckpt_path, say)
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
+        for group in optimizer.param_groups:  # the flags, not the checkpoint, say what the next steps use
+            group["lr"], group["weight_decay"] = args.lr, args.weight_decay
         scaler.load_state_dict(ckpt["scaler"])
         _set_rng_state(ckpt["rng"])
         start_epoch, step, best, history = ckpt["epoch"], ckpt["step"], ckpt["best"], ckpt["history"]
@@ -340,6 +358,7 @@ def _train(args: argparse.Namespace, rank: int, world: int, device: torch.device
             n_pairs += ref.shape[0] * world
             for k, v in terms.items():
                 sums[k] = sums.get(k, 0.0) + float(v)
+            _check_diverged(float(terms["total"]), epoch, step, out, amp_dtype)
             bar.set_postfix(loss=f"{sums['total'] / n_batches:.4f}")
             if args.max_steps is not None and step >= args.max_steps:
                 break
@@ -350,6 +369,9 @@ def _train(args: argparse.Namespace, rank: int, world: int, device: torch.device
                                   "train": {k: v / max(n_batches, 1) for k, v in sums.items()}}
         last = epoch + 1 == args.epochs or (args.max_steps is not None and step >= args.max_steps)
         if is_main:
+            # The last step's update can be non-finite with a finite loss: never export or checkpoint that.
+            if not all(torch.isfinite(t).all() for t in model.state_dict().values() if t.is_floating_point()):
+                _check_diverged(math.nan, epoch, step, out, amp_dtype)
             export = _export_copy(model, lo, hi)
             if val_set is not None and ((epoch + 1) % args.val_every == 0 or last):
                 record["val"] = _validate(export, val_set, 5 * local_batch, device, args.workers)
@@ -374,6 +396,18 @@ def _train(args: argparse.Namespace, rank: int, world: int, device: torch.device
     if best is not None:
         say(f"best: epoch {best['epoch']}" + (f", val main {best['main']:.4f}" if best["main"] is not None else "")
             + f" → {out / EXPORT}")
+
+
+def _check_diverged(loss: float, epoch: int, step: int, out: Path, amp_dtype: torch.dtype | None) -> None:
+    """Stop a run whose loss (or, given NaN, whose weights) stopped being finite, before it writes anything
+    more: ``FloatingPointError`` saying where, what to change, and that OUT still holds the last good epoch."""
+    if math.isfinite(loss):
+        return
+    hint = "lower --lr (or --clip-grad)" + (", or --no-amp" if amp_dtype == torch.float16 else "")
+    raise FloatingPointError(
+        f"training diverged: non-finite loss or weights in epoch {epoch + 1} at step {step}; {hint}. "
+        f"{out / CHECKPOINT} and {out / EXPORT} (if present) are from the last finite epoch: relaunch with --resume "
+        f"to continue from there")
 
 
 def _describe(dataset: Dataset, args: argparse.Namespace) -> str:

@@ -96,7 +96,8 @@ def find_images(folder: str | os.PathLike) -> list[Path]:
 
 def _check_pristine(paths: Sequence[Path], min_side: int, folder: Path) -> None:
     """Raise one ValueError listing every unreadable image and every one with a side under ``min_side``
-    (read from the headers only, so a large folder is checked in seconds, before any training)."""
+    (every file read in full, as :func:`datasets.check_files` does: ~0.1 s per 12-megapixel JPEG, before any
+    training rather than a crash mid-epoch)."""
     if not paths:
         raise ValueError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in {folder}")
     with ThreadPoolExecutor(8) as pool:  # file-system latency, not CPU, is the cost here
