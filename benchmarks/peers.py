@@ -36,7 +36,10 @@ class Peer:
 
 
 def _psnr(device: torch.device) -> tuple[Scores, str]:
-    return (lambda r, d: 10 * torch.log10(1 / F.mse_loss(r, d, reduction="none").flatten(1).mean(1))), ""
+    # MSE floored at 1e-10 (PSNR ≤ 100 dB): identical images (e.g. KADID's neutral levels) stay finite.
+    def psnr(r: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
+        return -10 * torch.log10(F.mse_loss(r, d, reduction="none").flatten(1).mean(1).clamp_min(1e-10))
+    return psnr, ""
 
 
 def _msssim(multi_scale: bool) -> Callable[[torch.device], tuple[Scores, str]]:

@@ -1,17 +1,26 @@
-"""Smoke test of benchmarks/speed.py: its tables come out on a tiny network in seconds (no timing assertions)."""
+"""Smoke tests of benchmarks/: speed.py's tables come out on a tiny network in seconds (no timing assertions);
+quality.py scores a tiny rated data set with a GSN weight file and PSNR."""
 
 from __future__ import annotations
 
 import importlib.util
+import json
 from pathlib import Path
 
-SPEED = Path(__file__).resolve().parents[1] / "benchmarks" / "speed.py"
+from .train_fixtures import make_kadid_like
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def load_script(name: str):
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", BENCHMARKS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def test_speed_quick_prints_all_tables(capsys):
-    spec = importlib.util.spec_from_file_location("bench_speed", SPEED)
-    speed = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(speed)
+    speed = load_script("speed")
     speed.main(["--quick", "--device", "cpu", "--repeats", "1", "--batch-sizes", "1", "2"])
     out = capsys.readouterr().out
     assert "WEIGHTS ARE RANDOM" in out
@@ -21,3 +30,17 @@ def test_speed_quick_prints_all_tables(capsys):
         assert row in out
     throughput = [line for line in out.splitlines() if line.startswith(("| 1 | 5 |", "| 2 | 10 |"))]
     assert len(throughput) == 2
+
+
+def test_quality_table_for_gsn_and_psnr(tmp_path, tiny_weights, capsys):
+    make_kadid_like(tmp_path, n_refs=3, size=64)
+    quality = load_script("quality")
+    out_json = tmp_path / "q.json"
+    assert quality.main(["--dataset", "kadid10k", "--root", str(tmp_path), "--patch-size", "32", "--weights",
+                         tiny_weights, "--peers", "PSNR", "--device", "cpu", "--json", str(out_json)]) == 0
+    out = capsys.readouterr().out
+    rows = [line for line in out.splitlines() if line.startswith(("| GSN tiny", "| PSNR"))]
+    assert len(rows) == 2 and all("| 18 |" in r for r in rows)  # 3 references x 2 types x 3 levels
+    results = json.loads(out_json.read_text())["results"]
+    # PSNR falls with blur and noise strength, as the fixture's scores do: it must agree with them.
+    assert results["PSNR (plain torch)"]["all"]["srcc"] > 0.5
