@@ -19,12 +19,16 @@ import csv
 import io
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tqdm import tqdm
 
 from .patches import PATCH_MODES
+
+if TYPE_CHECKING:
+    from .metric import GSNScore
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
 
@@ -71,7 +75,9 @@ def discover_pairs(args: argparse.Namespace) -> list[tuple[Path, Path]]:
 
 def _pairs_from_folders(ref_dir: Path, dist_dir: Path) -> list[tuple[Path, Path]]:
     def images(folder: Path) -> dict[str, Path]:
-        return {p.name: p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES}
+        # Hidden files are skipped: macOS leaves "._name.png" metadata files beside images on shared drives.
+        return {p.name: p for p in folder.iterdir()
+                if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")}
 
     refs, dists = images(ref_dir), images(dist_dir)
     common = sorted(refs.keys() & dists.keys())
@@ -87,11 +93,16 @@ def _pairs_from_folders(ref_dir: Path, dist_dir: Path) -> list[tuple[Path, Path]
 def _pairs_from_csv(path: Path) -> list[tuple[Path, Path]]:
     if not path.is_file():
         raise FileNotFoundError(f"pairs file {path} does not exist")
-    with open(path, newline="") as f:
+    # utf-8-sig: spreadsheet programs start their UTF-8 CSVs with a byte-order mark, which would hide "ref".
+    with open(path, newline="", encoding="utf-8-sig") as f:
         reader = csv.DictReader(f)
         if not reader.fieldnames or not {"ref", "dist"} <= set(reader.fieldnames):
             raise UsageError(f"{path} needs a header with columns 'ref' and 'dist', found {reader.fieldnames}")
-        pairs = [(path.parent / row["ref"], path.parent / row["dist"]) for row in reader]
+        pairs = []
+        for row in reader:
+            if not row["ref"] or not row["dist"]:
+                raise UsageError(f"{path} line {reader.line_num}: needs both a ref and a dist path")
+            pairs.append((path.parent / row["ref"], path.parent / row["dist"]))
     if not pairs:
         raise UsageError(f"{path} lists no pairs")
     return pairs
@@ -113,6 +124,32 @@ def format_scores(pairs: Sequence[tuple[Path, Path]], scores: Sequence[float], f
     return "\n".join(f"{d}\t{s:.6f}" for (_, d), s in zip(pairs, scores))
 
 
+def score_pairs(metric: GSNScore, pairs: Sequence[tuple[Path, Path]], progress: bool) -> list[float]:
+    """Scores of ``pairs`` in order, with a progress bar on stderr if asked for and stderr is a terminal.
+
+    Raises:
+        ValueError: a pair could not be scored; the message names both files (a size mismatch, for one,
+            is only detected once both images are read).
+    """
+    current: list[tuple[Path, Path]] = []
+
+    def feed() -> Iterator[tuple[Path, Path]]:
+        for pair in pairs:
+            current[:] = [pair]
+            yield pair
+
+    scores = []
+    with tqdm(total=len(pairs), unit="pair", disable=not progress or None, file=sys.stderr) as bar:
+        try:
+            for score in metric.iter_scores(feed()):
+                scores.append(score)
+                bar.update()
+        except (OSError, ValueError) as err:
+            ref, dist = current[0]
+            raise ValueError(f"pair {ref} | {dist}: {err}") from err
+    return scores
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -123,13 +160,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         from .metric import GSNScore  # after argument checks: importing torch takes a while
 
         metric = GSNScore(weights=args.weights, device=args.device, patches=args.patches, batch_size=args.batch_size)
-        progress = tqdm(total=len(pairs), unit="pair", disable=args.no_progress or len(pairs) == 1 or None,
-                        file=sys.stderr)
-        scores = []
-        for score in metric.iter_scores(pairs):
-            scores.append(score)
-            progress.update()
-        progress.close()
+        scores = score_pairs(metric, pairs, progress=not args.no_progress and len(pairs) > 1)
     except UsageError as err:
         parser.print_usage(sys.stderr)
         print(f"gsn_metric: error: {err}", file=sys.stderr)

@@ -1,4 +1,6 @@
+import csv
 import json
+import math
 
 import numpy as np
 import pytest
@@ -51,3 +53,36 @@ def test_errors_and_exit_codes(images, tiny_weights, capsys):
     with pytest.raises(SystemExit) as exit_:
         main(["a", "b", "--format", "xml"])
     assert exit_.value.code == 2
+
+
+def test_pair_errors_name_both_files(images, tiny_weights, capsys):
+    Image.fromarray(np.zeros((70, 91, 3), np.uint8)).save(images / "dists" / "b.png")
+    assert main([str(images / "refs"), str(images / "dists"), "--weights", tiny_weights]) == 1
+    err = capsys.readouterr().err
+    assert f"pair {images / 'refs' / 'b.png'} | {images / 'dists' / 'b.png'}: " in err and "different sizes" in err
+
+
+def test_hidden_files_in_folders_are_skipped(images, tiny_weights, capsys):
+    for side in ("refs", "dists"):  # what macOS leaves beside images on shared drives
+        (images / side / "._a.png").write_bytes(b"\x00\x05\x16\x07 AppleDouble")
+    assert main([str(images / "refs"), str(images / "dists"), "--weights", tiny_weights, "--format", "csv"]) == 0
+    assert "._a.png" not in capsys.readouterr().out
+
+
+def test_pairs_csv_with_a_byte_order_mark_or_a_short_row(images, tiny_weights, capsys):
+    (images / "bom.csv").write_text("\ufeffref,dist\nrefs/a.png,dists/a.png\n", encoding="utf-8")
+    assert main(["--pairs", str(images / "bom.csv"), "--weights", tiny_weights]) == 0
+    float(capsys.readouterr().out)
+    (images / "short.csv").write_text("ref,dist\nrefs/a.png,dists/a.png\nrefs/b.png\n")
+    assert main(["--pairs", str(images / "short.csv"), "--weights", tiny_weights]) == 2
+    assert "short.csv line 3: needs both a ref and a dist path" in capsys.readouterr().err
+
+
+def test_csv_and_json_output_survive_awkward_paths(images, tiny_weights, capsys):
+    for side in ("refs", "dists"):
+        (images / side / "a.png").rename(images / side / 'x, "y".png')
+    assert main([str(images / "refs"), str(images / "dists"), "--weights", tiny_weights, "--format", "csv"]) == 0
+    rows = list(csv.DictReader(capsys.readouterr().out.splitlines()))  # sorted by name: b.png, then x…
+    assert rows[1]["dist"].endswith('x, "y".png') and math.isfinite(float(rows[1]["score"]))
+    assert main([str(images / "refs"), str(images / "dists"), "--weights", tiny_weights, "--format", "json"]) == 0
+    assert json.loads(capsys.readouterr().out)["pairs"][1]["ref"].endswith('x, "y".png')
