@@ -267,6 +267,8 @@ def _from_numpy(a: np.ndarray, input_range, name) -> torch.Tensor:
             f"{name}: expected 1, 3 or 4 channels in the last dimension, got shape {a.shape}.{hint}"
         )
 
+    if not a.dtype.isnative:  # big-endian data (FITS, some TIFF readers): torch only takes native byte order
+        a = a.astype(a.dtype.newbyteorder("="))
     if a.dtype == np.uint8 or a.dtype == np.uint16:
         full = float(np.iinfo(a.dtype).max)
         if channels == 4:

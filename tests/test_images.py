@@ -269,6 +269,13 @@ def test_numpy_inputs():
     assert torch.equal(to_batch(opaque), expected)
 
 
+@pytest.mark.parametrize("dtype", [">u2", ">f4", ">f8"])
+def test_big_endian_numpy_arrays(dtype):
+    a = _rgb().astype(np.uint16) * 257
+    native = a if dtype == ">u2" else a.astype(np.float64) / 65535
+    torch.testing.assert_close(to_batch(native.astype(dtype)), to_batch(native.astype(dtype.replace(">", "="))))
+
+
 def test_numpy_errors():
     with pytest.raises(ValueError, match="transparent pixels"):
         to_batch(np.zeros((2, 2, 4), np.uint8))
