@@ -197,6 +197,24 @@ def test_cli_end_to_end(tmp_path, tiny_weights, capsys):
     assert [row["group"] for row in rows] == ["all", "AWGN", "GBLUR"]
 
 
+def test_cli_scores_a_training_runs_val_split_and_lists_only_its_own_flags(tmp_path, tiny_weights):
+    # --val-fraction and --seed were listed by `evaluate --help` but ignored (every pair was scored), and the
+    # training-only --epoch-length / --continuous-levels were accepted and ignored.
+    from gsn_metric.train.datasets import load_dataset
+
+    make_kadid_like(tmp_path, n_refs=4, size=64)
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    assert "--epoch-length" not in parser.format_help() and "--continuous-levels" not in parser.format_help()
+    args = parser.parse_args(["--dataset", "kadid10k", "--root", str(tmp_path), "--weights", tiny_weights,
+                              "--device", "cpu", "--workers", "0", "--split", "val", "--val-fraction", "0.25",
+                              "--seed", "3", "--json", str(tmp_path / "val.json")])
+    assert main(args) == 0
+    data = json.loads((tmp_path / "val.json").read_text())
+    val = load_dataset("kadid10k", tmp_path, split="val", val_fraction=0.25, seed=3)
+    assert data["results"]["all"]["n"] == len(val) == 6 and data["metadata"]["split"] == "val"
+
+
 def test_cli_reports_a_missing_weight_file(tmp_path, capsys):
     make_kadid_like(tmp_path, n_refs=1, size=64)
     parser = argparse.ArgumentParser()

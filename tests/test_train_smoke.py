@@ -76,6 +76,13 @@ def test_kill_resume_equals_uninterrupted_and_export_scores(data_root, tmp_path)
     for i, s in whole["optimizer"]["slow"].items():
         assert torch.equal(s["slow"], resumed["optimizer"]["slow"][i]["slow"])
     assert resumed["history"][1]["train"] == whole["history"][1]["train"]
+    # Stopped by --max-steps in the middle of epoch 1, then resumed without it: the rest of that epoch is
+    # trained (it used to be skipped: epoch 2 started, 5 steps in all and a different model).
+    fit(data_root, tmp_path / "mid", "--epochs", "2", "--workers", "0", "--max-steps", "2")
+    mid = fit(data_root, tmp_path / "mid", "--epochs", "2", "--workers", "0", "--resume")
+    assert mid["epoch"] == 2 and mid["step"] == 6 and mid["epoch_samples"] == 0
+    for k, v in whole["model"].items():
+        assert torch.equal(v, mid["model"][k]), k
 
     # The checkpoint echoes the flags and records validation; the export is the best epoch's model.
     assert whole["args"]["batch_size"] == 6 and whole["args"]["dataset"] == "kadid10k"

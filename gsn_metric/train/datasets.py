@@ -384,8 +384,9 @@ def load_dataset(
                       patch_size=patch_size, seed=seed)
 
 
-def add_dataset_arguments(parser: argparse.ArgumentParser) -> None:
-    """The data-set flags shared by ``fit`` and ``evaluate``."""
+def add_dataset_arguments(parser: argparse.ArgumentParser, *, training: bool = True) -> None:
+    """The data-set flags shared by ``fit`` and ``evaluate``; ``training=False`` leaves out the ones that only
+    shape training items (``--epoch-length``, ``--continuous-levels``) and adds ``--split``."""
     g = parser.add_argument_group("data")
     g.add_argument("--dataset", required=True, choices=DATASET_CHOICES,
                    help="which data set layout to read; 'csv' is a generic label file, 'synthetic-kadid' makes "
@@ -398,11 +399,16 @@ def add_dataset_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--lower-is-better", action="store_true",
                    help="for --dataset csv: its scores are higher = worse (DMOS-like) and are flipped")
     g.add_argument("--pristine", help="for synthetic-kadid: folder of pristine reference images")
-    g.add_argument("--epoch-length", type=int, default=None,
-                   help="for synthetic-kadid: training pairs per epoch (None: #images x 25 types x 5 levels)")
-    g.add_argument("--continuous-levels", action="store_true",
-                   help="for synthetic-kadid: draw training levels uniformly in [1, 5], label interpolated "
-                        "between the human means of the integer levels")
+    if training:
+        g.add_argument("--epoch-length", type=int, default=None,
+                       help="for synthetic-kadid: training pairs per epoch (None: #images x 25 types x 5 levels)")
+        g.add_argument("--continuous-levels", action="store_true",
+                       help="for synthetic-kadid: draw training levels uniformly in [1, 5], label interpolated "
+                            "between the human means of the integer levels")
+    else:
+        g.add_argument("--split", choices=("all", "train", "val"), default="all",
+                       help="pairs to score: all, or a training run's split (give that run's --val-fraction and "
+                            "--seed)")
     g.add_argument("--type-weights", default=None,
                    help="for synthetic-kadid: share of each distortion type, '1=2,jpeg=0.5' (types not named: "
                         "0, also left out of validation) or 25 comma-separated numbers (None: all equal)")
@@ -410,9 +416,14 @@ def add_dataset_arguments(parser: argparse.ArgumentParser) -> None:
                    help="for synthetic-kadid: downscale pristine images whose shorter side is longer to this "
                         "(None: 384, as KADID-10k's 512x384; 0: keep their size)")
     g.add_argument("--val-fraction", type=float, default=0.1,
-                   help="fraction of reference images held out for validation (0: train on everything)")
-    g.add_argument("--seed", type=int, default=0, help="seed of the split, the crops and the training")
-    g.add_argument("--patch-size", type=int, default=PATCH_SIZE, help="crop / test patch side in pixels")
+                   help="fraction of reference images held out for validation (0: train on everything)"
+                        + ("" if training else "; used with --split train|val"))
+    g.add_argument("--seed", type=int, default=0,
+                   help="seed of the split, the crops and the training" if training else
+                        "seed of the split (--split) and of synthetic-kadid's distortions")
+    g.add_argument("--patch-size", type=int, default=PATCH_SIZE if training else None,
+                   help="crop / test patch side in pixels" if training else
+                        "test patch side in pixels (None: the patch size the weights were trained at)")
 
 
 def open_dataset(args: argparse.Namespace, split: Split, train: bool) -> Dataset:
@@ -424,8 +435,9 @@ def open_dataset(args: argparse.Namespace, split: Split, train: bool) -> Dataset
             raise ValueError("--dataset synthetic-kadid needs --pristine (a folder of pristine images)")
         weights = parse_type_weights(args.type_weights) if args.type_weights else None
         return SyntheticKADID(args.pristine, args.labels, split=split, train=train, patch_size=args.patch_size,
-                              seed=args.seed, val_fraction=args.val_fraction, epoch_length=args.epoch_length,
-                              continuous_levels=args.continuous_levels, type_weights=weights,
+                              seed=args.seed, val_fraction=args.val_fraction,
+                              epoch_length=getattr(args, "epoch_length", None),
+                              continuous_levels=getattr(args, "continuous_levels", False), type_weights=weights,
                               resize_short=KADID_SHORT_SIDE if args.resize_short is None else args.resize_short or None)
     if args.root is None and args.dataset != "csv":
         raise ValueError(f"--dataset {args.dataset} needs --root (the folder holding the images)")

@@ -1,8 +1,9 @@
 """Agreement of predicted scores with human scores: SRCC, KRCC, PLCC after the logistic fit, main = SRCC + PLCC.
 
 ``python -m gsn_metric.train evaluate --dataset NAME --root DIR --weights FILE [--csv OUT] [--json OUT]`` scores
-every pair of a rated data set with the five fixed patches, prints the correlations overall and per distortion
-type, and writes them as CSV / JSON.
+every pair of a rated data set (or, with ``--split val --val-fraction F --seed S``, a training run's held-out
+references) with the five fixed patches, prints the correlations overall and per distortion type, and writes
+them as CSV / JSON.
 
 PLCC follows VQEG (2000): the predictions are first mapped to the MOS scale by the monotone 4-parameter
 logistic ``f(x) = (b1 - b2) / (1 + exp(-(x - b3) / |b4|)) + b2`` fitted by least squares (``curve_fit``,
@@ -218,14 +219,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Flags of ``python -m gsn_metric.train evaluate``."""
     from .datasets import add_dataset_arguments
 
-    add_dataset_arguments(parser)
-    # None: use the patch size the weights were trained with (their metadata), not the data flags' default.
-    parser.set_defaults(patch_size=None)
+    add_dataset_arguments(parser, training=False)
     parser.add_argument("--weights", required=True, help="weight file (.safetensors) or registered name")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
                         help="torch device to run the network on")
     parser.add_argument("--batch-size", type=int, default=64, help="patches per forward pass")
-    parser.add_argument("--num-workers", type=int, default=min(4, os.cpu_count() or 1),
+    parser.add_argument("--num-workers", "--workers", type=int, default=min(4, os.cpu_count() or 1),
                         help="image-loading worker processes")
     parser.add_argument("--csv", help="write the correlations table to this CSV file")
     parser.add_argument("--json", help="write the correlations (and what was evaluated) to this JSON file")
@@ -243,7 +242,7 @@ def main(args: argparse.Namespace) -> int:
         model, info = load_model(args.weights, device=args.device)
         if args.patch_size is None:
             args.patch_size = info.patch_size
-        dataset = open_dataset(args, split="all", train=False)
+        dataset = open_dataset(args, split=args.split, train=False)
     except (ValueError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -255,7 +254,8 @@ def main(args: argparse.Namespace) -> int:
     print(f"data:    {dataset!r}")
     print(format_table(results))
     metadata = {"weights": str(info.path), "weights_sha256": info.sha256, "training_data": info.training_data,
-                "dataset": args.dataset, "root": args.root, "labels": args.labels, "patch_size": args.patch_size,
+                "dataset": args.dataset, "root": args.root, "labels": args.labels, "split": args.split,
+                "patch_size": args.patch_size,
                 "pairs": len(pred), "device": str(args.device)}
     if args.csv:
         write_csv(results, args.csv)

@@ -10,8 +10,9 @@ crops + flips, loss MSE + 0.1·pair + 0.1·list). Choices of ours, each also sta
   says.
 * **Determinism.** The sampler order and every crop are functions of ``(seed, epoch)`` only (see
   ``datasets``), so a run resumed from its checkpoint continues exactly as the uninterrupted run would.
-* **Checkpoint** ``OUT/checkpoint.pt`` is written atomically (temp file + ``os.replace``) after every epoch;
-  a killed run relaunched with ``--resume`` loses at most the epoch in progress. It holds only what
+* **Checkpoint** ``OUT/checkpoint.pt`` is written atomically (temp file + ``os.replace``) after every epoch,
+  and where ``--max-steps`` ends one early (it records how many of the epoch's pairs were done, and a resumed
+  run skips those); a killed run relaunched with ``--resume`` loses at most the epoch in progress. It holds only what
   ``torch.load(weights_only=True)`` accepts (tensors, dicts, lists, numbers, strings, None): model, optimiser
   (inner RAdam and Lookahead's slow weights), grad scaler, epoch, step, RNG states as tensors, best score,
   history and every CLI flag.
@@ -30,6 +31,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import copy
+import itertools
 import json
 import math
 import os
@@ -43,7 +45,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 from torch.utils.data.distributed import DistributedSampler
 from tqdm import tqdm
 
@@ -100,7 +102,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help="DataLoader worker processes per GPU/process (0: load in the main process)")
     g.add_argument("--val-every", type=int, default=1, help="validate every N epochs (and after the last)")
     g.add_argument("--max-steps", type=int, default=None,
-                   help="stop after this many optimiser steps in all, ending the epoch there (smoke tests)")
+                   help="stop after this many optimiser steps in all, ending the epoch there (a later --resume "
+                        "with a higher value, or none, continues that epoch where it stopped)")
 
 
 def model_config(args: argparse.Namespace) -> GSNConfig:
@@ -139,6 +142,19 @@ def _setup_distributed(device_flag: str) -> tuple[int, int, torch.device]:
     if world > 1:
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     return rank, world, device
+
+
+class _SkipSampler(Sampler):
+    """A ``DistributedSampler`` whose current epoch starts ``skip`` indices in (resuming a partial epoch)."""
+
+    def __init__(self, inner: DistributedSampler) -> None:
+        self.inner, self.skip = inner, 0
+
+    def __iter__(self):
+        return itertools.islice(iter(self.inner), self.skip, None)
+
+    def __len__(self) -> int:
+        return len(self.inner) - self.skip
 
 
 def _seed_everything(seed: int) -> None:
@@ -291,7 +307,8 @@ def _train(args: argparse.Namespace, rank: int, world: int, device: torch.device
         raise ValueError(f"the training split has {len(train_set)} pairs, fewer than one batch of {local_batch} "
                          f"per process: lower --batch-size or --val-fraction")
     loader_rng = torch.Generator()
-    loader = DataLoader(train_set, batch_size=local_batch, sampler=sampler, num_workers=args.workers,
+    resumable = _SkipSampler(sampler)
+    loader = DataLoader(train_set, batch_size=local_batch, sampler=resumable, num_workers=args.workers,
                         pin_memory=device.type == "cuda", drop_last=True,  # BatchNorm and batch loss terms
                         worker_init_fn=_seed_worker, generator=loader_rng)
 
@@ -307,7 +324,7 @@ def _train(args: argparse.Namespace, rank: int, world: int, device: torch.device
     criterion = GSNTrainingLoss(alpha=args.alpha, beta=args.beta, mse_weight=args.mse_weight,
                                 rank_weight=args.rank_loss)
 
-    start_epoch, step, best, history = 0, 0, None, []
+    start_epoch, step, best, history, skip_samples = 0, 0, None, [], 0
     if args.resume and ckpt_path.exists():
         ckpt = load_checkpoint(ckpt_path, device)
         if ckpt["architecture"] != config.to_json():
@@ -321,7 +338,9 @@ def _train(args: argparse.Namespace, rank: int, world: int, device: torch.device
         scaler.load_state_dict(ckpt["scaler"])
         _set_rng_state(ckpt["rng"])
         start_epoch, step, best, history = ckpt["epoch"], ckpt["step"], ckpt["best"], ckpt["history"]
-        say(f"resumed from {ckpt_path}: {start_epoch} epoch(s), {step} steps done")
+        skip_samples = ckpt.get("epoch_samples", 0)
+        say(f"resumed from {ckpt_path}: {start_epoch} epoch(s)"
+            + (f" and {skip_samples} pairs of the next" if skip_samples else "") + f", {step} steps done")
     net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) \
         if world > 1 else model
 
@@ -332,6 +351,8 @@ def _train(args: argparse.Namespace, rank: int, world: int, device: torch.device
             break
         # The epoch alone decides order and crops (resume = uninterrupted run); see the module docstring.
         sampler.set_epoch(epoch)
+        # A partial epoch (--max-steps) continues after its last pair: the order is the uninterrupted run's.
+        resumable.skip, skip_samples = skip_samples, 0
         train_set.set_epoch(epoch)
         loader_rng.manual_seed(_mix(args.seed, epoch, rank))
         net.train()
@@ -368,6 +389,8 @@ def _train(args: argparse.Namespace, rank: int, world: int, device: torch.device
                                   "pairs_per_s": round(n_pairs / seconds, 2),
                                   "train": {k: v / max(n_batches, 1) for k, v in sums.items()}}
         last = epoch + 1 == args.epochs or (args.max_steps is not None and step >= args.max_steps)
+        # pairs of this epoch done (per process) if --max-steps ended it early, else 0 (complete)
+        partial = resumable.skip + n_batches * local_batch if n_batches < len(loader) else 0
         if is_main:
             # The last step's update can be non-finite with a finite loss: never export or checkpoint that.
             if not all(torch.isfinite(t).all() for t in model.state_dict().values() if t.is_floating_point()):
@@ -384,7 +407,7 @@ def _train(args: argparse.Namespace, rank: int, world: int, device: torch.device
                              results={"validation": best["val"], "epoch": epoch + 1} if best["val"] else {})
             history.append(record)
             _save_atomic({
-                "format": CHECKPOINT_FORMAT, "epoch": epoch + 1, "step": step,
+                "format": CHECKPOINT_FORMAT, "epoch": epoch + (not partial), "epoch_samples": partial, "step": step,
                 "model": model.state_dict(), "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
                 "rng": _rng_state(), "best": best, "history": history, "args": _cli_flags(args),
                 "architecture": config.to_json(), "score_range": [lo, hi],
