@@ -12,6 +12,7 @@ import torch
 
 from gsn_metric.images import load_image
 from gsn_metric.train import datasets as D
+from gsn_metric.train.distortions import NAMES
 
 from .train_fixtures import make_kadid_like
 
@@ -46,6 +47,7 @@ def test_kadid_own_dmos_csv(kadid):
     ours, _ = D.read_pairs("kadid10k", kadid, kadid / "KADID-10k.csv")
     assert [(p.ref, p.dist, p.score) for p in theirs] == [(p.ref, p.dist, p.score) for p in ours]
     assert all(p.dist.is_file() for p in theirs)
+    assert {p.dis_type for p in theirs} <= set(NAMES.values())  # types named, for per-type breakdowns
     assert D.default_labels("kadid10k", kadid / "KADID-10k") == own  # found beside images/ without --labels
 
 

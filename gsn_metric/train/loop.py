@@ -344,7 +344,8 @@ def _train(args: argparse.Namespace, rank: int, world: int, device: torch.device
     net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) \
         if world > 1 else model
 
-    say(f"training {train_set!r}\n  validating on {val_set!r}\n  {config}\n  on {device} × {world}, "
+    validating = repr(val_set) if val_set is not None else "nothing (--val-fraction 0: the last epoch is exported)"
+    say(f"training {train_set!r}\n  validating on {validating}\n  {config}\n  on {device} × {world}, "
         f"batch {args.batch_size}, {len(loader)} steps/epoch, amp {amp_dtype}")
     for epoch in range(start_epoch, args.epochs):
         if args.max_steps is not None and step >= args.max_steps:
