@@ -2,6 +2,7 @@ import argparse
 import csv
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -186,7 +187,8 @@ def test_cli_end_to_end(tmp_path, tiny_weights, capsys):
     add_arguments(parser)
     args = parser.parse_args(["--dataset", "kadid10k", "--root", str(tmp_path), "--weights", tiny_weights,
                               "--device", "cpu", "--num-workers", "0", "--batch-size", "16",
-                              "--csv", str(tmp_path / "out.csv"), "--json", str(tmp_path / "out.json")])
+                              "--csv", str(tmp_path / "out.csv"), "--json", str(tmp_path / "out.json"),
+                              "--scores", str(tmp_path / "scores.csv")])
     assert main(args) == 0
     out = capsys.readouterr().out
     assert "SRCC" in out and "GBLUR" in out and "AWGN" in out
@@ -195,6 +197,12 @@ def test_cli_end_to_end(tmp_path, tiny_weights, capsys):
     with open(tmp_path / "out.csv") as f:
         rows = list(csv.DictReader(f))
     assert [row["group"] for row in rows] == ["all", "AWGN", "GBLUR"]
+    with open(tmp_path / "scores.csv") as f:
+        per_pair = list(csv.DictReader(f))
+    assert len(per_pair) == 12 and all(Path(row["dist"]).is_file() for row in per_pair)
+    # the per-pair predictions are the ones the correlations were computed from
+    redone = correlations([float(r["prediction"]) for r in per_pair], [float(r["score"]) for r in per_pair])
+    assert redone["srcc"] == pytest.approx(data["results"]["all"]["srcc"], abs=1e-6)
 
 
 def test_cli_scores_a_training_runs_val_split_and_lists_only_its_own_flags(tmp_path, tiny_weights):

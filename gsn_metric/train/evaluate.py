@@ -48,6 +48,7 @@ __all__ = [
     "predict",
     "write_csv",
     "write_json",
+    "write_scores",
 ]
 
 FIT_MAXFEV = 10_000
@@ -215,6 +216,20 @@ def predict(model: nn.Module, dataset: Dataset, *, batch_size: int = 64, device:
     return (torch.cat(preds).double().numpy(), torch.cat(scores).double().numpy(), list(types))
 
 
+def write_scores(dataset: Dataset, pred: np.ndarray, mos: np.ndarray, types: Sequence[str],
+                 path: str | os.PathLike) -> None:
+    """One CSV row per pair, in dataset order: ``pair, ref, dist, dis_type, score, prediction`` (human score and
+    prediction both higher = better; ref/dist the files where the data set has them, for significance tests
+    and error analysis)."""
+    files = getattr(dataset, "pairs", None)
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["pair", "ref", "dist", "dis_type", "score", "prediction"])
+        for i, (p, m, t) in enumerate(zip(pred, mos, types)):
+            ref, dist = (str(files[i].ref), str(files[i].dist)) if files is not None else ("", "")
+            writer.writerow([i, ref, dist, t, f"{m:.6g}", f"{p:.6g}"])
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Flags of ``python -m gsn_metric.train evaluate``."""
     from .datasets import add_dataset_arguments
@@ -228,6 +243,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="image-loading worker processes")
     parser.add_argument("--csv", help="write the correlations table to this CSV file")
     parser.add_argument("--json", help="write the correlations (and what was evaluated) to this JSON file")
+    parser.add_argument("--scores", help="write every pair's prediction to this CSV file (columns pair, ref, dist, "
+                                         "dis_type, score, prediction; ref and dist empty for synthetic pairs)")
 
 
 def main(args: argparse.Namespace) -> int:
@@ -261,4 +278,6 @@ def main(args: argparse.Namespace) -> int:
         write_csv(results, args.csv)
     if args.json:
         write_json(results, args.json, metadata=metadata)
+    if args.scores:
+        write_scores(dataset, pred, mos, types, args.scores)
     return 0
