@@ -6,7 +6,7 @@
 
 Scores go to stdout (text, CSV or JSON); messages and the progress bar go to stderr, so output can be piped.
 Exit codes: 0 all pairs scored, 1 an input or weight file could not be used (the message says which and
-why), 2 bad command-line usage.
+why; the other pairs are still scored and printed), 2 bad command-line usage.
 
 The progress bar is tqdm's: huggingface-hub already depends on it, so it costs no extra dependency, and it
 turns itself off when stderr is not a terminal.
@@ -28,6 +28,8 @@ from tqdm import tqdm
 from .patches import PATCH_MODES
 
 if TYPE_CHECKING:
+    import torch
+
     from .metric import GSNScore
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
@@ -108,46 +110,60 @@ def _pairs_from_csv(path: Path) -> list[tuple[Path, Path]]:
     return pairs
 
 
-def format_scores(pairs: Sequence[tuple[Path, Path]], scores: Sequence[float], fmt: str, score_name: str) -> str:
-    """Render scores as text (one pair: the bare score; several: 'distorted<TAB>score'), CSV or JSON."""
+def format_scores(pairs: Sequence[tuple[Path, Path]], scores: Sequence[float | None], errors: dict[int, str],
+                  fmt: str, score_name: str) -> str:
+    """Render scores as text (one pair: the bare score; several: 'distorted<TAB>score'), CSV or JSON.
+
+    Pairs that could not be scored (``scores[i]`` None, ``errors[i]`` why) are left out of text output, and
+    have an empty score and their error in CSV (column ``error``) and JSON (``"score": null``)."""
     if fmt == "json":
-        rows = [{"ref": str(r), "dist": str(d), "score": s} for (r, d), s in zip(pairs, scores)]
+        rows = [{"ref": str(r), "dist": str(d), "score": s, **({"error": errors[i]} if i in errors else {})}
+                for i, ((r, d), s) in enumerate(zip(pairs, scores))]
         return json.dumps({"score_name": score_name, "higher_is_better": True, "pairs": rows}, indent=2)
     if fmt == "csv":
         out = io.StringIO()
         writer = csv.writer(out, lineterminator="\n")
-        writer.writerow(["ref", "dist", "score"])
-        writer.writerows([str(r), str(d), f"{s:.6f}"] for (r, d), s in zip(pairs, scores))
+        writer.writerow(["ref", "dist", "score", "error"])
+        writer.writerows([str(r), str(d), "" if s is None else f"{s:.6f}", errors.get(i, "")]
+                         for i, ((r, d), s) in enumerate(zip(pairs, scores)))
         return out.getvalue().rstrip("\n")
     if len(pairs) == 1:
-        return f"{scores[0]:.6f}"
-    return "\n".join(f"{d}\t{s:.6f}" for (_, d), s in zip(pairs, scores))
+        return "" if scores[0] is None else f"{scores[0]:.6f}"
+    return "\n".join(f"{d}\t{s:.6f}" for (_, d), s in zip(pairs, scores) if s is not None)
 
 
-def score_pairs(metric: GSNScore, pairs: Sequence[tuple[Path, Path]], progress: bool) -> list[float]:
-    """Scores of ``pairs`` in order, with a progress bar on stderr if asked for and stderr is a terminal.
+def score_pairs(metric: GSNScore, pairs: Sequence[tuple[Path, Path]],
+                progress: bool) -> tuple[list[float | None], dict[int, str]]:
+    """Score ``pairs`` in order, with a progress bar on stderr if asked for and stderr is a terminal.
 
-    Raises:
-        ValueError: a pair could not be scored; the message names both files (a size mismatch, for one,
-            is only detected once both images are read).
+    A pair that cannot be scored (unreadable file, size mismatch, ...) does not stop the others: each pair is
+    read and checked before it joins a batch. Returns the scores (None where a pair failed) and
+    ``{pair index: "pair REF | DIST: why"}`` for the failures.
     """
-    current: list[tuple[Path, Path]] = []
+    from .images import check_pair, load_image  # imports torch: only once the arguments are known to be good
 
-    def feed() -> Iterator[tuple[Path, Path]]:
-        for pair in pairs:
-            current[:] = [pair]
-            yield pair
+    errors: dict[int, str] = {}
+    scored: list[int] = []
 
-    scores = []
-    with tqdm(total=len(pairs), unit="pair", disable=not progress or None, file=sys.stderr) as bar:
-        try:
-            for score in metric.iter_scores(feed()):
-                scores.append(score)
+    def readable() -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        for i, (ref, dist) in enumerate(pairs):
+            try:
+                r, d = load_image(ref), load_image(dist)
+                check_pair(r[None], d[None])
+            except (OSError, ValueError) as err:
+                errors[i] = f"pair {ref} | {dist}: {err}"
                 bar.update()
-        except (OSError, ValueError) as err:
-            ref, dist = current[0]
-            raise ValueError(f"pair {ref} | {dist}: {err}") from err
-    return scores
+                continue
+            scored.append(i)
+            yield r, d
+
+    scores: list[float | None] = [None] * len(pairs)
+    with tqdm(total=len(pairs), unit="pair", disable=not progress or None, file=sys.stderr) as bar:
+        # iter_scores yields in order, after readable() has put the pair's index in ``scored``.
+        for k, score in enumerate(metric.iter_scores(readable())):
+            scores[scored[k]] = score
+            bar.update()
+    return scores, errors
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -160,7 +176,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         from .metric import GSNScore  # after argument checks: importing torch takes a while
 
         metric = GSNScore(weights=args.weights, device=args.device, patches=args.patches, batch_size=args.batch_size)
-        scores = score_pairs(metric, pairs, progress=not args.no_progress and len(pairs) > 1)
+        scores, errors = score_pairs(metric, pairs, progress=not args.no_progress and len(pairs) > 1)
     except UsageError as err:
         parser.print_usage(sys.stderr)
         print(f"gsn_metric: error: {err}", file=sys.stderr)
@@ -168,5 +184,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (OSError, ValueError, RuntimeError) as err:
         print(f"gsn_metric: error: {err}", file=sys.stderr)
         return 1
-    print(format_scores(pairs, scores, args.format, metric.info.score_name))
-    return 0
+    for message in errors.values():
+        print(f"gsn_metric: error: {message}", file=sys.stderr)
+    if errors and len(pairs) > 1:
+        print(f"gsn_metric: {len(errors)} of {len(pairs)} pairs could not be scored (listed above); the others "
+              "were", file=sys.stderr)
+    output = format_scores(pairs, scores, errors, args.format, metric.info.score_name)
+    if output:
+        print(output)
+    return 1 if errors else 0

@@ -31,7 +31,7 @@ def test_folders_pair_by_name_and_csv_json_output(images, tiny_weights, capsys):
     assert main([str(images / "refs"), str(images / "dists"), "--weights", tiny_weights, "--format", "csv"]) == 0
     out, err = capsys.readouterr()
     lines = out.strip().splitlines()
-    assert lines[0] == "ref,dist,score" and len(lines) == 3
+    assert lines[0] == "ref,dist,score,error" and len(lines) == 3
     assert "lonely.png" in err
     (images / "pairs.csv").write_text("ref,dist\nrefs/a.png,dists/a.png\nrefs/b.png,dists/b.png\n")
     assert main(["--pairs", str(images / "pairs.csv"), "--weights", tiny_weights, "--format", "json"]) == 0
@@ -60,6 +60,25 @@ def test_pair_errors_name_both_files(images, tiny_weights, capsys):
     assert main([str(images / "refs"), str(images / "dists"), "--weights", tiny_weights]) == 1
     err = capsys.readouterr().err
     assert f"pair {images / 'refs' / 'b.png'} | {images / 'dists' / 'b.png'}: " in err and "different sizes" in err
+
+
+def test_a_bad_pair_does_not_lose_the_others(images, tiny_weights, capsys):
+    """10,000 pairs and one corrupt file: the rest are scored and printed, the bad one reported, exit status 1."""
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(images / "refs" / "c.png")
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(images / "dists" / "c.png")
+    (images / "dists" / "a.png").write_bytes(b"not an image")
+    args = [str(images / "refs"), str(images / "dists"), "--weights", tiny_weights]
+    assert main([*args, "--format", "csv"]) == 1
+    out, err = capsys.readouterr()
+    rows = {r["dist"].rsplit("/", 1)[-1]: r for r in csv.DictReader(out.splitlines())}
+    assert rows["a.png"]["score"] == "" and "a.png" in rows["a.png"]["error"]
+    assert math.isfinite(float(rows["b.png"]["score"])) and math.isfinite(float(rows["c.png"]["score"]))
+    assert "1 of 3 pairs could not be scored" in err
+    assert main([*args, "--format", "json"]) == 1
+    pairs = json.loads(capsys.readouterr().out)["pairs"]
+    assert pairs[0]["score"] is None and "error" in pairs[0] and "error" not in pairs[1]
+    assert main(args) == 1  # text: the scored pairs only
+    assert [line.split("\t")[0].rsplit("/", 1)[-1] for line in capsys.readouterr().out.splitlines()] == ["b.png", "c.png"]
 
 
 def test_hidden_files_in_folders_are_skipped(images, tiny_weights, capsys):
