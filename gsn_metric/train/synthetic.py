@@ -389,7 +389,8 @@ def synthesize(
     if progress:
         from tqdm import tqdm
 
-        loader = tqdm(loader, desc="synthesize", unit="image", dynamic_ncols=True)
+        # disable=None: no bar when stderr is not a terminal (a log file would fill with redraws)
+        loader = tqdm(loader, desc="synthesize", unit="image", dynamic_ncols=True, disable=None)
     labels = Path(out) / "KADID-10k.csv"
     with open(labels, "w", newline="") as f:
         writer = csv.writer(f)
