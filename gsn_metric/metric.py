@@ -72,8 +72,12 @@ class GSNScore(nn.Module):
 
     ``forward(ref, dist)`` takes N×3×H×W or 3×H×W tensors, PIL images, numpy arrays, file paths, or lists of
     those (see ``images.to_batch``); both of the same size. Returns a float32 tensor of N scores on the
-    scale in ``self.info.score_name`` / ``score_range`` (or a scalar, with ``reduction``).
+    scale in ``self.info.score_name`` / ``score_range`` (or a scalar, with ``reduction``). Gradients flow to
+    tensor inputs that require them (for a ready-made loss, lower = better, see :class:`GSNLoss`).
     """
+
+    #: pyiqa's convention: False, GSN scores are higher = better (:class:`GSNLoss` is the lower-is-better form).
+    lower_better = False
 
     def __init__(
         self,

@@ -165,3 +165,13 @@ def test_functional_cache_follows_the_weight_file(tmp_path, tiny_weights, pair, 
     monkeypatch.chdir(other)
     torch.testing.assert_close(gsn_metric.gsn(ref, dist, weights="tiny.safetensors", device="cpu"),
                                gsn_metric.GSNScore(other / "tiny.safetensors", device="cpu")(ref, dist))
+
+
+def test_scores_are_differentiable_and_say_their_direction(tiny_weights, pair):
+    """pyiqa-style: the metric itself backpropagates to its inputs and declares lower_better = False."""
+    ref, dist = pair
+    metric = gsn_metric.GSNScore(tiny_weights, device="cpu", reduction="sum")
+    assert metric.lower_better is False and not any(p.requires_grad for p in metric.parameters())
+    dist = dist.clone().requires_grad_(True)
+    metric(ref, dist).backward()
+    assert dist.grad is not None and torch.isfinite(dist.grad).all() and dist.grad.abs().sum() > 0
