@@ -359,9 +359,9 @@ def _train(args: argparse.Namespace, rank: int, world: int, device: torch.device
         net.train()
         sums: dict[str, float] = {}
         n_batches, n_pairs, t0 = 0, 0, time.perf_counter()
-        # rank 0 only; disable=None: no bar when stderr is not a terminal (the epoch summary line still prints)
-        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{args.epochs}", disable=None if is_main else True,
-                   leave=False, dynamic_ncols=True)
+        # rank 0 only; into a log file (stderr not a terminal) one update a minute rather than constant redraws
+        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{args.epochs}", disable=not is_main, leave=False,
+                   dynamic_ncols=True, mininterval=0.1 if sys.stderr.isatty() else 60)
         for batch in bar:
             ref = batch["ref"].to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
             dis = batch["dist"].to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)

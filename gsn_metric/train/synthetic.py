@@ -48,6 +48,7 @@ import csv
 import math
 import os
 import re
+import sys
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -389,8 +390,9 @@ def synthesize(
     if progress:
         from tqdm import tqdm
 
-        # disable=None: no bar when stderr is not a terminal (a log file would fill with redraws)
-        loader = tqdm(loader, desc="synthesize", unit="image", dynamic_ncols=True, disable=None)
+        # into a log file (stderr not a terminal) one update a minute rather than constant redraws
+        loader = tqdm(loader, desc="synthesize", unit="image", dynamic_ncols=True,
+                      mininterval=0.1 if sys.stderr.isatty() else 60)
     labels = Path(out) / "KADID-10k.csv"
     with open(labels, "w", newline="") as f:
         writer = csv.writer(f)
