@@ -103,8 +103,8 @@ class GSNScore(nn.Module):
         model, self.info = load_model(weights)
         if stride is not None:
             check_stride(stride, self.info.patch_size)
-        # channels_last is the fast layout for convolutions on both cuDNN and oneDNN (CPU: ~0.75× the time of
-        # contiguous in benchmarks/README.md); Module.to(device) keeps it.
+        # channels_last is the fast layout for convolutions on both cuDNN and oneDNN (CPU: 0.55–0.65× the time
+        # of contiguous NCHW, benchmarks/README.md); Module.to(device) keeps it.
         self._layout = torch.channels_last
         self.net = (model.fold() if fold else model).to(memory_format=self._layout)
         self.net.requires_grad_(False)
