@@ -20,8 +20,9 @@ Decisions, each also stated where it is made:
   are shuffled with ``numpy.random.default_rng(seed)`` and the first ``round(val_fraction · #refs)`` (at least
   one when ``val_fraction > 0``) form the validation split.
 * **Checks before training.** Every distinct path is checked (exists, Pillow can read all of it: PNG chunk
-  checksums, other formats decoded; reference and distorted sizes agree) and *all* problems are raised together in one ``ValueError`` naming the path and
-  the label file's line number, so a bad file fails the run at start rather than mid-epoch.
+  checksums, other formats decoded; reference and distorted sizes agree) and *all* problems are raised
+  together in one ``ValueError`` naming the path and the label file's line number, so a bad file fails the run
+  at start rather than mid-epoch.
 * **Randomness.** The crop and flip of training item ``i`` in epoch ``e`` come from a generator seeded by
   ``(seed, e, i)`` (set the epoch with :meth:`IQADataset.set_epoch`), so they do not depend on the number of
   DataLoader workers or processes, and a resumed run sees exactly the crops the uninterrupted one would.
@@ -212,10 +213,16 @@ def _root_is_dataset_folder(root: Path, folder: str | None) -> bool:
     return folder is not None and not (root / folder).is_dir() and _listing(root).get(folder.lower()) is None
 
 
+def _type_code(dist_img: str) -> str | None:
+    """The distortion type's number as written in a KADID/TID file name ``Irr_tt_ll.png`` (``"01"``), or None."""
+    parts = Path(dist_img).stem.split("_")
+    return parts[1] if len(parts) == 3 and parts[1].isdigit() else None
+
+
 def _kadid_type_name(dist_img: str) -> str:
     """The distortion type's name from a KADID-10k file name ``Irr_tt_ll.png`` (``"?"`` where it has none)."""
-    parts = Path(dist_img).stem.split("_")
-    return NAMES.get(int(parts[1]), "?") if len(parts) == 3 and parts[1].isdigit() else "?"
+    code = _type_code(dist_img)
+    return NAMES.get(int(code), "?") if code else "?"
 
 
 def read_pairs(
@@ -225,8 +232,8 @@ def read_pairs(
 
     Args:
         kind: a key of :data:`SPECS` (for ``"kadid10k"`` the database's own ``dmos.csv``, columns ``dist_img,
-            ref_img, dmos, var``, is read too), or ``"csv"`` for a generic file with columns ``ref_img_path``/``ref``,
-            ``dis_img_path``/``dist``, ``score`` and optionally ``dis_type`` (paths relative to ``root`` or
+            ref_img, dmos, var``, is read too), or ``"csv"`` for a generic file with columns
+            ``ref_img_path``/``ref``, ``dis_img_path``/``dist``, ``score`` and optionally ``dis_type`` (paths relative to ``root`` or
             absolute); ``higher_is_better`` gives its direction (a lower-is-better CSV is flipped within the
             observed min–max range).
     Returns:
@@ -241,7 +248,8 @@ def read_pairs(
         raise ValueError(f"label file {labels} has no rows")
     if kind == "kadid10k" and {"dist_img", "ref_img", "dmos"} <= set(rows[0]):
         # KADID-10k's own dmos.csv: bare file names of images/ → the iqadataset layout read below.
-        rows = [{"ref_img_path": f"KADID-10k/images/{r['ref_img']}", "dis_img_path": f"KADID-10k/images/{r['dist_img']}",
+        rows = [{"ref_img_path": f"KADID-10k/images/{r['ref_img']}",
+                 "dis_img_path": f"KADID-10k/images/{r['dist_img']}",
                  "score": r["dmos"], "dis_type": _kadid_type_name(r["dist_img"])} for r in rows]
     columns = {"ref": ("ref_img_path", "ref"), "dist": ("dis_img_path", "dist"), "score": ("score",)}
     found = {}
@@ -279,8 +287,8 @@ def read_pairs(
     lo, hi = spec.score_range
     # Flip within the nominal range (see the module docstring): 1 − DMOS for CSIQ, 100 − DMOS for LIVE.
     def dis_type(dist: str, label: str) -> str:
-        parts = Path(dist).stem.split("_")
-        return f"{parts[1]} {label}" if spec.numbered_types and len(parts) == 3 and parts[1].isdigit() else label
+        code = _type_code(dist) if spec.numbered_types else None
+        return f"{code} {label}" if code else label
 
     pairs = [Pair(path(r), path(d), s if spec.higher_is_better else lo + hi - s, dis_type(d, t), line)
              for r, d, s, t, line in raw]
