@@ -146,8 +146,8 @@ def main(argv: list[str] | None = None) -> None:
 
         # 1. Latency of one pair, GSN variants.
         variants = [("folded (library default)", {"fold": True}, None),
+                    ("folded, contiguous NCHW layout", {"fold": True}, torch.contiguous_format),
                     ("unfolded (CDC + BatchNorm as trained)", {"fold": False}, None)]
-        variants.insert(1, ("folded, contiguous NCHW layout", {"fold": True}, torch.contiguous_format))
         if cuda:
             variants.insert(1, ("folded, amp bf16", {"fold": True, "amp": True}, None))
         latency = {}
