@@ -1,9 +1,10 @@
 """The peer metrics GSN is compared with, shared by ``speed.py`` and ``quality.py``.
 
 Each peer is built on demand (its package may be missing) into ``f(ref, dist) → N values`` for N×3×H×W float
-tensors in [0, 1]. PSNR is plain torch; SSIM and MS-SSIM come from ``pytorch-msssim`` (the ``bench`` extra);
-GMSD and FSIM from ``piq``, LPIPS from ``lpips`` and DISTS from ``DISTS_pytorch``, which all need torchvision
-(see benchmarks/README.md for an environment that has it).
+tensors in [0, 1]. PSNR, SSIM, MS-SSIM and GMSD are the package's classic peers (``gsn_metric.train.peers``:
+plain torch and ``pytorch-msssim``, the ones ``release`` measures); FSIM comes from ``piq``, LPIPS from
+``lpips`` and DISTS from ``DISTS_pytorch``, which all need torchvision (see benchmarks/README.md for an
+environment that has it).
 
 LPIPS and DISTS fetch their ImageNet backbones from download.pytorch.org. Where that fails (offline), they are
 built with random backbone weights: the same architecture and so the same speed, but not the metric. Such a
@@ -16,7 +17,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
+
+from gsn_metric.train.peers import CLASSIC
 
 __all__ = ["PEERS", "RANDOM_BACKBONE", "Peer", "why_unavailable"]
 
@@ -35,20 +37,8 @@ class Peer:
     needs: str = ""
 
 
-def _psnr(device: torch.device) -> tuple[Scores, str]:
-    # MSE floored at 1e-10 (PSNR ≤ 100 dB): identical images (e.g. KADID's neutral levels) stay finite.
-    def psnr(r: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
-        return -10 * torch.log10(F.mse_loss(r, d, reduction="none").flatten(1).mean(1).clamp_min(1e-10))
-    return psnr, ""
-
-
-def _msssim(multi_scale: bool) -> Callable[[torch.device], tuple[Scores, str]]:
-    def build(device: torch.device) -> tuple[Scores, str]:
-        import pytorch_msssim
-
-        f = pytorch_msssim.ms_ssim if multi_scale else pytorch_msssim.ssim
-        return (lambda r, d: f(r, d, data_range=1.0, size_average=False)), ""
-    return build
+def _classic(name: str) -> Callable[[torch.device], tuple[Scores, str]]:
+    return lambda device: (CLASSIC[name][0], "")
 
 
 def _piq(name: str) -> Callable[[torch.device], tuple[Scores, str]]:
@@ -89,10 +79,10 @@ def _dists(device: torch.device) -> tuple[Scores, str]:
 
 
 PEERS: list[Peer] = [
-    Peer("PSNR (plain torch)", _psnr, True),
-    Peer("SSIM (pytorch-msssim)", _msssim(False), True, "pytorch-msssim"),
-    Peer("MS-SSIM (pytorch-msssim)", _msssim(True), True, "pytorch-msssim"),
-    Peer("GMSD (piq)", _piq("gmsd"), False, "piq, torchvision"),
+    Peer("PSNR (plain torch)", _classic("PSNR"), True),
+    Peer("SSIM (pytorch-msssim)", _classic("SSIM"), True, "pytorch-msssim"),
+    Peer("MS-SSIM (pytorch-msssim)", _classic("MS-SSIM"), True, "pytorch-msssim"),
+    Peer("GMSD (plain torch, piq's formula)", _classic("GMSD"), False),
     Peer("FSIM (piq)", _piq("fsim"), True, "piq, torchvision"),
     Peer("LPIPS-Alex (lpips)", _lpips, False, "lpips, torchvision"),
     Peer("DISTS (DISTS_pytorch)", _dists, False, "DISTS_pytorch, torchvision"),

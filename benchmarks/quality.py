@@ -25,22 +25,17 @@ from torch import nn
 
 from gsn_metric.train.datasets import add_dataset_arguments, open_dataset
 from gsn_metric.train.evaluate import breakdown, predict, write_json
+from gsn_metric.train.peers import PeerModel
 from gsn_metric.weights import load_model
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # a folder of scripts: its shared peers module
 from peers import PEERS, RANDOM_BACKBONE, Peer, why_unavailable
 
 
-class _PeerModel(nn.Module):
-    """A peer as ``predict`` wants a model: ``(ref, dist)`` P×3×S×S → P values, higher = better."""
-
-    def __init__(self, peer: Peer, device: torch.device) -> None:
-        super().__init__()
-        self.f, self.note = peer.build(device)
-        self.sign = 1.0 if peer.higher_is_better else -1.0
-
-    def forward(self, ref: torch.Tensor, dist: torch.Tensor) -> torch.Tensor:
-        return self.sign * self.f(ref, dist).float().flatten()
+def _peer_model(peer: Peer, device: torch.device) -> tuple[PeerModel, str]:
+    """A peer as ``predict`` wants a model (higher = better), and its build note."""
+    f, note = peer.build(device)
+    return PeerModel(f, peer.higher_is_better), note
 
 
 def _row(name: str, results: dict, note: str = "") -> list[str]:
@@ -71,8 +66,8 @@ def main(argv: list[str] | None = None) -> int:
     wanted = {name.lower() for name in args.peers}
     for peer in (p for p in PEERS if p.name.split(" ")[0].lower() in wanted):
         try:
-            m = _PeerModel(peer, device)
-            models.append((peer.name, m, "") if m.note != RANDOM_BACKBONE else
+            m, note = _peer_model(peer, device)
+            models.append((peer.name, m, "") if note != RANDOM_BACKBONE else
                           (peer.name, None, "pretrained backbone not available (offline): not the metric"))
         except Exception as err:  # noqa: BLE001 -- an absent peer is a row that says so, never a silent skip
             models.append((peer.name, None, why_unavailable(err, peer.needs)))

@@ -1,6 +1,6 @@
 """GSN speed: latency of one pair, throughput and peak memory by batch size, and peers, all in one run.
 
-    python benchmarks/speed.py [--device cpu|cuda] [--repeats N] [--batch-sizes 1 8 64] [--quick]
+    python benchmarks/speed.py [--device cpu|cuda] [--repeats N] [--batch-sizes 1 8 64] [--quick] [--weights W]
 
 Prints markdown tables. The network is the paper's full-size GSN (``GSNConfig()``, five 192×192 patches per
 pair) with RANDOM weights: timing does not depend on weight values, so the numbers are speed only, never
@@ -9,7 +9,8 @@ Inputs are float tensors already in memory (image decoding is not timed). Every 
 ``--repeats`` runs after one warm-up run, under ``torch.inference_mode()``, with CUDA synchronised around
 each run. Throughput and peak memory are measured in a fresh subprocess per configuration, so that one
 configuration's memory peak does not carry over into the next. ``--quick`` runs a tiny network on small
-images (a smoke test of this script, meaningless as a benchmark).
+images (a smoke test of this script, meaningless as a benchmark). ``--weights`` times a trained weight file
+instead of the random network and, on CUDA, adds how far its bf16 (amp) scores are from its fp32 scores.
 """
 
 from __future__ import annotations
@@ -119,6 +120,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--batch-sizes", type=int, nargs="+", default=None,
                     help="pairs per call for the throughput table (default 1 8 64 on CUDA, 1 8 on CPU)")
     ap.add_argument("--quick", action="store_true", help="tiny network, small images: a smoke test, not a benchmark")
+    ap.add_argument("--weights", help="a trained weight file to time (and, on CUDA, compare bf16 with fp32 on)")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.child:
@@ -137,11 +139,13 @@ def main(argv: list[str] | None = None) -> None:
     print(f"{datetime.date.today()}; {platform.processor() or platform.machine()}; torch {torch.__version__}; "
           f"device {device}{gpu}; torch threads {torch.get_num_threads()}; median of {args.repeats} runs "
           f"after 1 warm-up.\n")
-    print(f"**WEIGHTS ARE RANDOM: these numbers are speed only, not scores.** One pair = {w}×{h} reference + "
-          f"distorted, five {setup['patch_size']}×{setup['patch_size']} patches each.")
+    what = f"weights {args.weights}" if args.weights else \
+        "**WEIGHTS ARE RANDOM: these numbers are speed only, not scores.**"
+    print(f"{what} One pair = {w}×{h} reference + distorted, five {setup['patch_size']}×{setup['patch_size']} "
+          f"patches each.")
 
     with tempfile.TemporaryDirectory() as tmp, torch.inference_mode():
-        weights = make_weights(Path(tmp), setup["config"], setup["patch_size"])
+        weights = args.weights or make_weights(Path(tmp), setup["config"], setup["patch_size"])
         ref, dist = make_pairs(1, setup["size"], device)
 
         # 1. Latency of one pair, GSN variants.
@@ -187,6 +191,18 @@ def main(argv: list[str] | None = None) -> None:
                 rows.append([peer.name, "–", "–", why_unavailable(err, peer.needs)])
         table(f"3. One {w}×{h} pair: GSN vs peers (ratio = GSN folded time / this metric's time)",
               ["metric", "ms / pair", "GSN folded / this", "note"], rows)
+
+        if cuda and args.weights:
+            refs, dists = make_pairs(64, setup["size"], device)
+            dists = (refs + torch.linspace(0, 0.3, 64, device=device).view(-1, 1, 1, 1) * (dists - refs)).clamp(0, 1)
+            fp32, bf16 = (GSNScore(weights, device=device, amp=amp)(refs, dists).double().cpu() for amp in (False, True))
+            lo, hi = GSNScore(weights, device=device).info.score_range
+            dev = (bf16 - fp32).abs()
+            rank = torch.corrcoef(torch.stack([fp32.argsort().argsort().double(), bf16.argsort().argsort().double()]))
+            table("4. bf16 (amp=True) against fp32 scores of the same 64 pairs (noise of 64 strengths)",
+                  ["max |bf16 − fp32|", "mean |bf16 − fp32|", "max, % of the score range", "rank correlation"],
+                  [[f"{dev.max():.4g}", f"{dev.mean():.4g}", f"{100 * dev.max() / (hi - lo):.3f}",
+                    f"{rank[0, 1]:.6f}"]])
 
 
 if __name__ == "__main__":

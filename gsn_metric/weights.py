@@ -260,11 +260,14 @@ def save_weights(
     patch_size: int = PATCH_SIZE,
     name: str | None = None,
     results: dict[str, Any] | None = None,
+    details: dict[str, Any] | None = None,
+    default: bool = False,
 ) -> str:
     """Write ``model`` (unfolded) as gsn-metric safetensors and record it in the manifest beside it.
 
     The manifest entry (key ``name``, default the file's stem) holds the sha256 and ``results``, so
-    ``GSNScore(weights=path)`` verifies the file. Returns the sha256.
+    ``GSNScore(weights=path)`` verifies the file, and any ``details`` (how it was made: architecture, data,
+    hardware, ...). ``default=True`` makes it the manifest's default. Returns the sha256.
     """
     path = Path(path)
     meta = {
@@ -289,7 +292,10 @@ def save_weights(
         "training_data": training_data,
         "score_name": score_name,
         "results": results or {},
+        **(details or {}),
     }
+    if default:
+        manifest["default"] = name or path.stem
     tmp_manifest = path.parent / (MANIFEST + ".tmp")
     tmp_manifest.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
     os.replace(tmp_manifest, path.parent / MANIFEST)

@@ -14,6 +14,7 @@ import sys
 _COMMANDS = {
     "fit": ("gsn_metric.train.loop", "train GSN on a rated dataset (or synthetic KADID pairs)"),
     "evaluate": ("gsn_metric.train.evaluate", "correlations of a weight file with a dataset's human scores"),
+    "release": ("gsn_metric.train.release", "train, measure against the classic peers, and install a weight file"),
     "synthesize": ("gsn_metric.train.synthetic", "write a KADID-layout dataset from a folder of pristine images"),
 }
 

@@ -165,13 +165,14 @@ def write_json(results: Mapping[str, Mapping[str, Any]], path: str | os.PathLike
         f.write("\n")
 
 
-def predict(model: nn.Module, dataset: Dataset, *, batch_size: int = 64, device: str | torch.device = "cpu",
+def predict(model: nn.Module | Sequence[nn.Module], dataset: Dataset, *, batch_size: int = 64, device: str | torch.device = "cpu",
             num_workers: int = 0, progress: bool = False) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """Score every pair of ``dataset`` as the mean of its patches' scores.
 
     Args:
         model: ``model(ref, dist)`` maps two P×3×S×S tensors to P scores (a :class:`gsn_metric.model.GSN`),
-            already on ``device``; it is put in eval mode and its previous mode restored afterwards.
+            already on ``device``; it is put in eval mode and its previous mode restored afterwards. A list of
+            M models scores every pair with each (the pairs are loaded, or synthesised, once).
         dataset: items ``{"ref", "dist": P×3×S×S (or 3×S×S, one patch) float tensors in [0, 1],
             "score": float scalar tensor (higher = better), "dis_type": str}``; P = 5 for the paper's patches.
         batch_size: patches per forward call (bounds memory); pairs are loaded about ``batch_size // 5``
@@ -180,8 +181,8 @@ def predict(model: nn.Module, dataset: Dataset, *, batch_size: int = 64, device:
         num_workers, progress: DataLoader workers; a tqdm bar over the batches.
 
     Returns:
-        ``(pred, mos, types)``: (N,) float64 predictions and human scores, and N distortion types, in
-        dataset order.
+        ``(pred, mos, types)``: (N,) float64 predictions ((N, M) for a list of models) and human scores, and N
+        distortion types, in dataset order.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -195,8 +196,10 @@ def predict(model: nn.Module, dataset: Dataset, *, batch_size: int = 64, device:
     preds: list[torch.Tensor] = []
     scores: list[torch.Tensor] = []
     types: list[str] = []
-    was_training = model.training
-    model.eval()
+    models = [model] if isinstance(model, nn.Module) else list(model)
+    was_training = [m.training for m in models]
+    for m in models:
+        m.eval()
     try:
         with torch.inference_mode():
             for batch in loader:
@@ -204,16 +207,20 @@ def predict(model: nn.Module, dataset: Dataset, *, batch_size: int = 64, device:
                 if ref.dim() == 4:  # one patch per pair
                     ref, dist = ref.unsqueeze(1), dist.unsqueeze(1)
                 pairs, patches = ref.shape[:2]
-                flat = [model(r.to(device, non_blocking=True), d.to(device, non_blocking=True)).float().cpu()
-                        for r, d in zip(ref.flatten(0, 1).split(batch_size), dist.flatten(0, 1).split(batch_size))]
-                preds.append(torch.cat(flat).reshape(pairs, patches).mean(dim=1))
+                chunks = list(zip(ref.flatten(0, 1).split(batch_size), dist.flatten(0, 1).split(batch_size)))
+                flat = [torch.cat([m(r.to(device, non_blocking=True), d.to(device, non_blocking=True)).float().cpu()
+                                   for r, d in chunks]) for m in models]
+                preds.append(torch.stack(flat, dim=1).reshape(pairs, patches, len(models)).mean(dim=1))
                 scores.append(batch["score"].reshape(-1))
                 types.extend(batch["dis_type"])
     finally:
-        model.train(was_training)
+        for m, mode in zip(models, was_training):
+            m.train(mode)
     if not preds:
         raise ValueError("the dataset is empty")
-    return (torch.cat(preds).double().numpy(), torch.cat(scores).double().numpy(), list(types))
+    pred = torch.cat(preds).double()
+    return (pred.squeeze(1) if isinstance(model, nn.Module) else pred).numpy(), torch.cat(scores).double().numpy(), \
+        list(types)
 
 
 def write_scores(dataset: Dataset, pred: np.ndarray, mos: np.ndarray, types: Sequence[str],

@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# The GPU release plan (benchmarks/GPU_RELEASE.md): each stage is one device call of at most 10 minutes.
+#
+#   benchmarks/gpu_release.sh prepare            # here, before the lease: fills .gpu/ (ignored) for `carry`
+#   benchmarks/gpu_release.sh train              # call 1 on the GPU: probe throughput, train, measure, install
+#   benchmarks/gpu_release.sh bench              # call 2 on the GPU: benchmarks/speed.py --device cuda + bf16 check
+#
+# Every knob is an environment variable, so the same script is rehearsed on the CPU at tiny scale:
+#   DEVICE=cpu TINY=1 PROBE=5 TRAIN=20 WORKERS=1 VAL_FRACTION=0.0125 OUT=/tmp/rehearsal benchmarks/gpu_release.sh train
+set -euo pipefail
+cd "$(dirname "$0")/.."
+STAGE=${1:?usage: $0 prepare|train|bench}
+GPU=.gpu                                    # carried folder: pristine photos, labels, wheels
+OUT=${OUT:-/tmp/gsn-gpu-out}                # the device tool's $OUT: what comes back
+DEVICE=${DEVICE:-cuda}
+NAME=${NAME:-gsn-w1-synthkadid-h100}
+WIDTH=${WIDTH:-1}
+TINY=${TINY:-0}
+PROBE=${PROBE:-45}                          # seconds of the throughput probe
+TRAIN=${TRAIN:-390}                         # seconds of training the cosine schedule is planned for
+WORKERS=${WORKERS:-15}                      # data workers: 16 cores, one left to the training process
+BATCH=${BATCH:-32}
+LR=${LR:-1e-3}
+VAL_FRACTION=${VAL_FRACTION:-0.05}          # 12 of the 239 photographs, 1,500 pairs: the CPU release's split
+RUN=${RUN:-/tmp/gsn-gpu-run}
+export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD:$PWD/$GPU/site${PYTHONPATH:+:$PYTHONPATH}"
+mkdir -p "$OUT"
+model_flags=(--width "$WIDTH"); [[ $TINY == 1 ]] && model_flags=(--tiny)
+data_flags=(--dataset synthetic-kadid --pristine "$GPU/pristine" --labels "$GPU/KADID-10k.csv"
+            --val-fraction "$VAL_FRACTION" --seed 0 --patch-size 192)
+
+case $STAGE in
+prepare)  # here: copy what the device machine lacks into .gpu/ (.gitignore'd), the folder `carry` names
+    rm -rf "$GPU" && mkdir -p "$GPU/pristine" "$GPU/whl"
+    cp ../shared/data/pristine/*.webp "$GPU/pristine/"
+    cp ../shared/data/labels/KADID-10k.csv "$GPU/"
+    python3 -m pip download -q --no-deps --only-binary=:all: -d "$GPU/whl" pytorch-msssim==1.0.0
+    du -sh "$GPU"
+    ;;
+train)
+    python3 -m pip install -q --no-index --no-deps --target "$GPU/site" "$GPU"/whl/*.whl
+    python3 - <<'EOF'
+import torch; print("torch", torch.__version__, "cuda", torch.cuda.is_available(),
+                    torch.cuda.get_device_name() if torch.cuda.is_available() else "")
+EOF
+    # 1. throughput probe: the same pipeline, PROBE seconds, thrown away
+    rm -rf "$RUN" && mkdir -p "$RUN"
+    python3 -m gsn_metric.train fit "${data_flags[@]}" "${model_flags[@]}" --device "$DEVICE" --workers "$WORKERS" \
+        --batch-size "$BATCH" --epochs 1 --epoch-length 1000000 --time-limit "$PROBE" --out "$RUN/probe" \
+        2>&1 | tee "$OUT/probe.log"
+    rate=$(python3 -c "import json; print(json.load(open('$RUN/probe/history.json'))[-1]['pairs_per_s'])")
+    # 2. plan TRAIN seconds of it as one cosine epoch (whole batches), train, measure, install into $OUT/weights
+    length=$(python3 -c "print(max(1, int($rate * $TRAIN) // $BATCH) * $BATCH)")
+    echo "probe: $rate pairs/s -> epoch of $length pairs for ${TRAIN}s" | tee -a "$OUT/probe.log"
+    python3 -m gsn_metric.train release "${data_flags[@]}" "${model_flags[@]}" --device "$DEVICE" \
+        --workers "$WORKERS" --batch-size "$BATCH" --lr "$LR" --lr-schedule cosine --warmup-steps 50 \
+        --epochs 1 --epoch-length "$length" --time-limit $((TRAIN + 60)) --out "$RUN/release" \
+        --name "$NAME" --weights-dir "$OUT/weights" --must-beat "" 2>&1 | tee "$OUT/release.log"
+    cp "$RUN/release/release.json" "$RUN/release/history.json" "$OUT/"
+    ;;
+bench)
+    python3 -m pip install -q --no-index --no-deps --target "$GPU/site" "$GPU"/whl/*.whl
+    python3 benchmarks/speed.py --device "$DEVICE" --batch-sizes 1 8 64 \
+        --weights "$GPU/weights/$NAME.safetensors" 2>&1 | tee "$OUT/speed.md"
+    ;;
+*)
+    echo "unknown stage $STAGE" >&2; exit 2 ;;
+esac
