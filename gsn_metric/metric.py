@@ -17,6 +17,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
+from . import maps
 from .images import check_pair, to_batch
 from .patches import PATCH_MODES, PatchMode, check_stride, extract_patches
 from .weights import WeightsInfo, load_model
@@ -124,8 +125,10 @@ class GSNScore(nn.Module):
         p = self._param
         return ref.to(device=p.device, dtype=p.dtype), dist.to(device=p.device, dtype=p.dtype)
 
-    def _patch_scores(self, ref: torch.Tensor, dist: torch.Tensor) -> torch.Tensor:
-        """Scores of M pairs of patches (M×3×h×w each), ``batch_size`` patches per forward pass."""
+    def _patch_scores(self, ref: torch.Tensor, dist: torch.Tensor, fn: Any = None) -> torch.Tensor:
+        """Scores of M pairs of patches (M×3×h×w each), ``batch_size`` patches per forward pass; ``fn(net, r, d)``
+        in place of ``net(r, d)`` computes something else per patch (e.g. :func:`maps.patch_maps`)."""
+        fn = fn or (lambda net, r, d: net(r, d))
         p = self._param
         autocast = (torch.autocast(p.device.type, dtype=torch.bfloat16) if self.amp and p.is_cuda
                     else contextlib.nullcontext())
@@ -133,24 +136,54 @@ class GSNScore(nn.Module):
         out = []
         with autocast:
             for r, d in zip(ref.split(self.batch_size), dist.split(self.batch_size)):
-                out.append(self.net(r.contiguous(memory_format=fmt), d.contiguous(memory_format=fmt)).float())
+                out.append(fn(self.net, r.contiguous(memory_format=fmt), d.contiguous(memory_format=fmt)).float())
         return torch.cat(out)
 
     def _patchify(self, img: torch.Tensor) -> torch.Tensor:
         return extract_patches(img, self.patches, self.info.patch_size, self.stride)
 
-    def forward(self, ref: Any, dist: Any) -> torch.Tensor:
-        ref, dist = self._prepare(ref, dist)
-        n = ref.shape[0]
+    def _per_pair(self, ref: torch.Tensor, dist: torch.Tensor, fn: Any = None) -> Iterator[torch.Tensor]:
+        """``_patch_scores`` of prepared N×3×H×W pairs, k×P×… for a few pairs at a time: patches are cut a few
+        pairs at a time so that memory stays bounded for any N."""
         per_patch = self._patchify(ref[:1]).shape[1]
         pairs_per_step = max(1, self.batch_size // per_patch)
-        scores = []
-        # Patches are cut a few pairs at a time so that memory stays bounded for any N.
-        for i in range(0, n, pairs_per_step):
+        for i in range(0, ref.shape[0], pairs_per_step):
             r, d = self._patchify(ref[i : i + pairs_per_step]), self._patchify(dist[i : i + pairs_per_step])
-            k = r.shape[0]
-            scores.append(self._patch_scores(r.flatten(0, 1), d.flatten(0, 1)).view(k, per_patch).mean(1))
+            out = self._patch_scores(r.flatten(0, 1), d.flatten(0, 1), fn)
+            yield out.view(r.shape[0], per_patch, *out.shape[1:])
+
+    def forward(self, ref: Any, dist: Any) -> torch.Tensor:
+        ref, dist = self._prepare(ref, dist)
+        scores = [chunk.mean(1) for chunk in self._per_pair(ref, dist)]
         return _reduce(torch.cat(scores), self.reduction)
+
+    @torch.no_grad()
+    def quality_map(self, ref: Any, dist: Any) -> torch.Tensor:
+        """Where the score comes from: an N×1×H×W float32 map in image coordinates whose sum over each image
+        is that pair's score, ``quality_map(ref, dist).sum((1, 2, 3)) == self(ref, dist)`` (reduction
+        ``"none"``; up to float rounding), for every ``patches`` mode.
+
+        Each patch's score is ``bias + Σ w_i·m_i`` over its 36×36 fused cells: every cell's term is spread over
+        the pixels that cell covers, the bias evenly over the patch, divided by the number of patches, and
+        overlapping patches add up (see ``gsn_metric.maps``). Pixels no patch covers are 0: the paper's five
+        192×192 patches leave most of a 512×384 image out (a band between the corner patches and the centre
+        one); use ``patches="grid"`` for a map of every pixel. Units: score per pixel. Inputs as
+        :meth:`forward`; no gradients.
+        """
+        ref, dist = self._prepare(ref, dist)
+        size = tuple(ref.shape[-2:])
+        out = [maps.to_image(chunk, size, self.patches, self.info.patch_size, self.stride)
+               for chunk in self._per_pair(ref, dist, maps.patch_maps)]
+        return torch.cat(out)
+
+    def damage_map(self, ref: Any, dist: Any) -> torch.Tensor:
+        """What the distortion cost, and where: ``quality_map(ref, ref) − quality_map(ref, dist)``, N×1×H×W.
+
+        Its sum over each image is ``self(ref, ref) − self(ref, dist)``, the score lost to the distortion (on
+        the weights' scale, ``info.score_name``); positive where the distorted image lost quality, negative
+        where GSN rates it above the reference. Inputs as :meth:`forward`; no gradients.
+        """
+        return self.quality_map(ref, ref) - self.quality_map(ref, dist)
 
     # As a decorator (not a ``with`` block) so that inference mode is on only while the generator runs, not in
     # the caller's loop body between two scores.

@@ -197,6 +197,17 @@ class GSN(nn.Module):
         fused = self.fusion([x[:n] for x in levels], [x[n:] for x in levels])
         return self.fc(fused.flatten(1)).squeeze(1)
 
+    def contributions(self, ref: torch.Tensor, dist: torch.Tensor) -> torch.Tensor:
+        """Each fused cell's share of the score: P×f×f (f = ``fusion_size``), ``w_i · m_i`` of the FC layer, so
+        that ``contributions(ref, dist).sum((1, 2)) + fc.bias`` equals ``forward(ref, dist)`` exactly (the head is
+        linear). Cell (a, b) of a patch of h×w pixels is fused from the pixels [a·h/f, (a+1)·h/f) × [b·w/f,
+        (b+1)·w/f) (bilinear resizing, ``align_corners=False``)."""
+        levels = self.branch(torch.cat([ref, dist], dim=0))
+        n = ref.shape[0]
+        fused = self.fusion([x[:n] for x in levels], [x[n:] for x in levels]).flatten(1)
+        f = self.config.fusion_size
+        return (fused * self.fc.weight.to(fused.dtype)).view(n, f, f)
+
     @torch.no_grad()
     def fold(self) -> GSN:
         """An inference copy with every CDC (and the BatchNorm after it) folded into one plain conv.
