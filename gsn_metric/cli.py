@@ -3,6 +3,7 @@
     python -m gsn_metric ref.png dist.png              # one pair: prints its score
     python -m gsn_metric refs/ dists/                  # two folders: pairs by file name
     python -m gsn_metric --pairs pairs.csv             # a CSV with columns ref,dist (relative to the CSV)
+    python -m gsn_metric ref.png dist.png --map out.png   # also a picture of where the damage is
 
 Scores go to stdout (text, CSV or JSON); messages and the progress bar go to stderr, so output can be piped.
 Exit codes: 0 all pairs scored, 1 an input or weight file could not be used (the message says which and
@@ -54,6 +55,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--patches", choices=PATCH_MODES, default="five",
                    help="five: the paper's 4 corners + centre (default); grid: tiles covering the image; full")
     p.add_argument("--format", choices=("text", "csv", "json"), default="text", help="output format (default text)")
+    p.add_argument("--map", metavar="PNG|DIR",
+                   help="also draw where GSN sees the damage (reference | distorted | damage map): one pair writes "
+                        "this image file, several write one PNG per pair into this folder")
     p.add_argument("--no-progress", action="store_true", help="never show the progress bar")
     return p
 
@@ -166,6 +170,32 @@ def score_pairs(metric: GSNScore, pairs: Sequence[tuple[Path, Path]],
     return scores, errors
 
 
+def _map_paths(target: Path, pairs: Sequence[tuple[Path, Path]]) -> list[Path]:
+    """Where ``--map`` writes each pair's picture: the file itself for one pair, else DIR/NNNN_<dist stem>.png."""
+    if len(pairs) == 1 and not target.is_dir():
+        return [target]
+    if target.exists() and not target.is_dir():
+        raise UsageError(f"--map {target}: several pairs need a folder (one picture per pair), not a file")
+    return [target / f"{i:04d}_{dist.stem}.png" for i, (_, dist) in enumerate(pairs)]
+
+
+def write_maps(metric: GSNScore, pairs: Sequence[tuple[Path, Path]], scores: Sequence[float | None],
+               paths: Sequence[Path]) -> None:
+    """Draws each scored pair's damage map (``GSNScore.damage_map``) into ``paths`` (see :mod:`figure`)."""
+    from .figure import damage_figure
+    from .images import load_image
+    from .patches import patch_boxes
+
+    paths[0].parent.mkdir(parents=True, exist_ok=True)
+    for (ref, dist), score, path in zip(pairs, scores, paths):
+        if score is None:
+            continue
+        r, d = load_image(ref), load_image(dist)
+        damage = metric.damage_map(r[None], d[None])[0, 0]
+        boxes = patch_boxes(*r.shape[-2:], metric.patches, metric.info.patch_size, metric.stride)
+        damage_figure(r, d, damage, score, metric.info.score_name, boxes, title=f"{ref.name} | {dist.name}").save(path)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -175,8 +205,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise UsageError(f"--batch-size must be at least 1, got {args.batch_size}")
         from .metric import GSNScore  # after argument checks: importing torch takes a while
 
+        map_paths = _map_paths(Path(args.map), pairs) if args.map else None
         metric = GSNScore(weights=args.weights, device=args.device, patches=args.patches, batch_size=args.batch_size)
         scores, errors = score_pairs(metric, pairs, progress=not args.no_progress and len(pairs) > 1)
+        if map_paths:
+            write_maps(metric, pairs, scores, map_paths)
     except UsageError as err:
         parser.print_usage(sys.stderr)
         print(f"gsn_metric: error: {err}", file=sys.stderr)

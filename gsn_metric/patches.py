@@ -64,6 +64,16 @@ def grid_boxes(height: int, width: int, size: int = PATCH_SIZE, stride: int | No
     return [(top, left) for top in starts(height) for left in starts(width)]
 
 
+def patch_boxes(height: int, width: int, mode: PatchMode = "five", size: int = PATCH_SIZE,
+                stride: int | None = None) -> list[tuple[int, int, int, int]]:
+    """(top, left, height, width) of the patches :func:`extract_patches` cuts from an H×W image, in that
+    image's coordinates; an image padded to the patch size (a side under ``size``) or ``"full"`` is one box."""
+    if mode == "full" or height < size or width < size:
+        return [(0, 0, height, width)]
+    boxes = five_boxes(height, width, size) if mode == "five" else grid_boxes(height, width, size, stride)
+    return [(top, left, size, size) for top, left in boxes]
+
+
 def extract_patches(
     img: torch.Tensor, mode: PatchMode = "five", size: int = PATCH_SIZE, stride: int | None = None
 ) -> torch.Tensor:

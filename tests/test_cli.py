@@ -105,3 +105,18 @@ def test_csv_and_json_output_survive_awkward_paths(images, tiny_weights, capsys)
     assert rows[1]["dist"].endswith('x, "y".png') and math.isfinite(float(rows[1]["score"]))
     assert main([str(images / "refs"), str(images / "dists"), "--weights", tiny_weights, "--format", "json"]) == 0
     assert json.loads(capsys.readouterr().out)["pairs"][1]["ref"].endswith('x, "y".png')
+
+
+def test_map_draws_one_picture_per_pair(images, tiny_weights, tmp_path):
+    out = tmp_path / "one.png"
+    assert main([str(images / "refs/a.png"), str(images / "dists/a.png"), "--weights", tiny_weights,
+                 "--map", str(out)]) == 0
+    picture = Image.open(out)
+    assert picture.mode == "RGB" and picture.width > 3 * 90 and picture.height > 70
+    # three panels: the left one is the reference itself
+    ref = np.asarray(Image.open(images / "refs/a.png"))
+    assert (np.asarray(picture)[44:44 + 70, 8:8 + 90] == ref).all()
+    folder = tmp_path / "maps"
+    assert main([str(images / "refs"), str(images / "dists"), "--weights", tiny_weights, "--map", str(folder)]) == 0
+    assert sorted(p.name for p in folder.iterdir()) == ["0000_a.png", "0001_b.png"]
+    assert main([str(images / "refs"), str(images / "dists"), "--weights", tiny_weights, "--map", str(out)]) == 2
