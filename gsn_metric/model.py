@@ -194,8 +194,12 @@ class GSN(nn.Module):
         # One pass through the shared branch for both sides: twice the batch, half the kernel launches.
         levels = self.branch(torch.cat([ref, dist], dim=0))
         n = ref.shape[0]
-        fused = self.fusion([x[:n] for x in levels], [x[n:] for x in levels])
-        return self.fc(fused.flatten(1)).squeeze(1)
+        return self.head([x[:n] for x in levels], [x[n:] for x in levels])
+
+    def head(self, ref_levels: Sequence[torch.Tensor], dist_levels: Sequence[torch.Tensor]) -> torch.Tensor:
+        """P scores from the branch's (low, mid, high) features of P reference and P distorted patches: the
+        part of :meth:`forward` after the Siamese branch (reference features can be computed once and reused)."""
+        return self.fc(self.fusion(ref_levels, dist_levels).flatten(1)).squeeze(1)
 
     def contributions(self, ref: torch.Tensor, dist: torch.Tensor) -> torch.Tensor:
         """Each fused cell's share of the score: P×f×f (f = ``fusion_size``), ``w_i · m_i`` of the FC layer, so

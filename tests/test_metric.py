@@ -4,6 +4,7 @@ import torch
 from PIL import Image
 
 import gsn_metric
+from gsn_metric import GSNScore
 from gsn_metric.patches import extract_patches
 
 
@@ -175,3 +176,35 @@ def test_scores_are_differentiable_and_say_their_direction(tiny_weights, pair):
     dist = dist.clone().requires_grad_(True)
     metric(ref, dist).backward()
     assert dist.grad is not None and torch.isfinite(dist.grad).all() and dist.grad.abs().sum() > 0
+
+
+def test_reference_reuse_equals_pairwise(tiny_weights):
+    torch.manual_seed(0)
+    ref = torch.rand(1, 3, 40, 50)
+    dists = (ref + 0.1 * torch.randn(7, 3, 40, 50)).clamp(0, 1)
+    for mode in ("five", "grid", "full"):
+        metric = GSNScore(tiny_weights, device="cpu", patches=mode, batch_size=8)
+        pairwise = torch.cat([metric(ref, d[None]) for d in dists])
+        encoding = metric.encode_reference(ref[0])
+        torch.testing.assert_close(encoding(dists), pairwise, rtol=1e-5, atol=1e-6)
+        assert encoding.nbytes == sum(t.numel() * 4 for t in encoding.levels) > 0
+        # automatic reuse: a batch whose consecutive references are equal, and iter_scores with one object
+        mixed_ref = torch.cat([ref.expand(3, -1, -1, -1), torch.rand(2, 3, 40, 50), ref.expand(2, -1, -1, -1)])
+        mixed_dist = torch.cat([dists[:3], dists[3:5], dists[5:]])
+        expected = torch.cat([metric(r[None], d[None]) for r, d in zip(mixed_ref, mixed_dist)])
+        torch.testing.assert_close(metric(mixed_ref, mixed_dist), expected, rtol=1e-5, atol=1e-6)
+        streamed = list(metric.iter_scores([(ref[0], d) for d in dists]))
+        torch.testing.assert_close(torch.tensor(streamed), pairwise, rtol=1e-5, atol=1e-6)
+
+
+def test_reference_reuse_keeps_gradients(tiny_weights):
+    metric = GSNScore(tiny_weights, device="cpu")
+    ref = torch.rand(1, 3, 32, 32)
+    dist = torch.rand(3, 3, 32, 32, requires_grad=True)
+    metric.encode_reference(ref)(dist).sum().backward()
+    expected = torch.autograd.grad(metric(ref.expand(3, -1, -1, -1), dist).sum(), dist)[0]
+    torch.testing.assert_close(dist.grad, expected, rtol=1e-4, atol=1e-7)
+    with pytest.raises(ValueError, match="one reference image"):
+        metric.encode_reference(torch.rand(2, 3, 32, 32))
+    with pytest.raises(ValueError):
+        metric.encode_reference(ref)(torch.rand(1, 3, 32, 40))
