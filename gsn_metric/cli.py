@@ -149,10 +149,17 @@ def score_pairs(metric: GSNScore, pairs: Sequence[tuple[Path, Path]],
     errors: dict[int, str] = {}
     scored: list[int] = []
 
+    last: tuple[Path | None, torch.Tensor | None] = (None, None)
+
     def readable() -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        nonlocal last
         for i, (ref, dist) in enumerate(pairs):
             try:
-                r, d = load_image(ref), load_image(dist)
+                # The same reference file as the pair before: the same tensor, which iter_scores then encodes
+                # once for the whole run of pairs (GSNScore.encode_reference).
+                r = last[1] if last[0] == ref else load_image(ref)
+                last = (ref, r)
+                d = load_image(dist)
                 check_pair(r[None], d[None])
             except (OSError, ValueError) as err:
                 errors[i] = f"pair {ref} | {dist}: {err}"
