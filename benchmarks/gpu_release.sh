@@ -38,7 +38,7 @@ prepare)  # here: copy what the device machine lacks into .gpu/ (.gitignore'd), 
     du -sh "$GPU"
     ;;
 train)
-    python3 -m pip install -q --no-index --no-deps --target "$GPU/site" "$GPU"/whl/*.whl
+    python3 -m pip install -q --no-index --no-deps --upgrade --target "$GPU/site" "$GPU"/whl/*.whl
     python3 - <<'EOF'
 import torch; print("torch", torch.__version__, "cuda", torch.cuda.is_available(),
                     torch.cuda.get_device_name() if torch.cuda.is_available() else "")
@@ -54,12 +54,12 @@ EOF
     echo "probe: $rate pairs/s -> epoch of $length pairs for ${TRAIN}s" | tee -a "$OUT/probe.log"
     python3 -m gsn_metric.train release "${data_flags[@]}" "${model_flags[@]}" --device "$DEVICE" \
         --workers "$WORKERS" --batch-size "$BATCH" --lr "$LR" --lr-schedule cosine --warmup-steps 50 \
-        --epochs 1 --epoch-length "$length" --time-limit $((TRAIN + 60)) --out "$RUN/release" \
+        --epochs 1 --epoch-length "$length" --val-every 0 --time-limit $((TRAIN + 60)) --out "$RUN/release" \
         --name "$NAME" --weights-dir "$OUT/weights" --must-beat "" 2>&1 | tee "$OUT/release.log"
     cp "$RUN/release/release.json" "$RUN/release/history.json" "$OUT/"
     ;;
 bench)
-    python3 -m pip install -q --no-index --no-deps --target "$GPU/site" "$GPU"/whl/*.whl
+    python3 -m pip install -q --no-index --no-deps --upgrade --target "$GPU/site" "$GPU"/whl/*.whl
     python3 benchmarks/speed.py --device "$DEVICE" --batch-sizes 1 8 64 \
         --weights "$GPU/weights/$NAME.safetensors" 2>&1 | tee "$OUT/speed.md"
     ;;

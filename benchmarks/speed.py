@@ -135,7 +135,9 @@ def main(argv: list[str] | None = None) -> None:
     batch_sizes = args.batch_sizes or ([1, 8, 64] if cuda else [1, 8])
     h, w = setup["size"]
     gpu = f", {torch.cuda.get_device_name(device)}" if cuda else ""
-    print(f"# GSN speed ({'QUICK smoke run: tiny network' if args.quick else 'full-size GSNConfig()'})\n")
+    network = "QUICK smoke run: tiny network" if args.quick else \
+        ("the network of --weights" if args.weights else "full-size GSNConfig()")
+    print(f"# GSN speed ({network})\n")
     print(f"{datetime.date.today()}; {platform.processor() or platform.machine()}; torch {torch.__version__}; "
           f"device {device}{gpu}; torch threads {torch.get_num_threads()}; median of {args.repeats} runs "
           f"after 1 warm-up.\n")

@@ -283,6 +283,9 @@ def save_weights(
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     tmp = path.with_name(path.name + ".tmp")
     save_file(state, str(tmp), metadata=meta)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # safetensors writes 0600; a shared weight file must be readable by others
     os.replace(tmp, path)  # atomic: a reader never sees half a file
     digest = sha256_file(path)
     manifest = _read_manifest(path.parent)

@@ -46,16 +46,15 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 import torch
-from PIL import Image
 from torch.utils.data import Dataset
 
 from ..images import load_image
 from ..patches import PATCH_SIZE, extract_patches, paired_random_crop
 from .distortions import NAMES
+from .pairs import Pair, Split, check_image, split_by_reference
 
 __all__ = [
     "DATASET_CHOICES",
@@ -71,7 +70,6 @@ __all__ = [
     "split_by_reference",
 ]
 
-Split = Literal["train", "val", "all"]
 
 
 @dataclass(frozen=True)
@@ -111,17 +109,6 @@ SPECS: dict[str, DatasetSpec] = {
     "live": DatasetSpec("LIVE", "LIVE", "LIVE.csv", "LIVE DMOS 0-100", (0.0, 100.0), False),
 }
 DATASET_CHOICES = (*SPECS, "csv", "synthetic-kadid")
-
-
-@dataclass(frozen=True)
-class Pair:
-    """One rated pair: resolved paths, score (higher = better), distortion type, and label-file line."""
-
-    ref: Path
-    dist: Path
-    score: float
-    dis_type: str
-    line: int
 
 
 class IQADataset(Dataset):
@@ -295,30 +282,12 @@ def read_pairs(
     return pairs, spec
 
 
-def _check_image(path: Path) -> tuple[str | None, tuple[int, int] | None]:
-    """(problem or None, size or None) for one image file: its header, and all of its data."""
-    if not path.is_file():
-        return "does not exist", None
-    try:
-        with Image.open(path) as img:
-            size = img.size
-            # PNG's verify() checks every chunk's CRC, so a truncated or damaged file shows without decoding;
-            # BMP's and JPEG's verify() read only the header, so those are decoded (BMP: ~0.3 ms at 512×384).
-            if img.format == "PNG":
-                img.verify()
-            else:
-                img.load()
-    except Exception as err:  # noqa: BLE001 (Pillow raises many types for damaged files: all mean unreadable)
-        return f"cannot be read as an image ({type(err).__name__}: {err})", None
-    return None, size
-
-
 def check_files(pairs: Sequence[Pair], label_file: str | os.PathLike, workers: int = 8) -> None:
     """Check every image of ``pairs`` before training: it exists, Pillow can read it, and reference and
     distorted have the same size. Raises one ``ValueError`` listing every problem with path and line."""
     paths = sorted({p for pair in pairs for p in (pair.ref, pair.dist)})
     with ThreadPoolExecutor(workers) as pool:  # file-system latency, not CPU, is the cost here
-        results = dict(zip(paths, pool.map(_check_image, paths)))
+        results = dict(zip(paths, pool.map(check_image, paths)))
     problems = []
     for pair in pairs:
         for role, path in (("reference", pair.ref), ("distorted", pair.dist)):
@@ -333,21 +302,6 @@ def check_files(pairs: Sequence[Pair], label_file: str | os.PathLike, workers: i
         shown = problems[:50] + ([f"  ... and {len(problems) - 50} more"] if len(problems) > 50 else [])
         raise ValueError(f"{len(problems)} problem(s) with the images of label file {label_file} "
                          f"(check --root and --labels):\n" + "\n".join(shown))
-
-
-def split_by_reference(pairs: Sequence[Pair], split: Split, val_fraction: float, seed: int) -> list[Pair]:
-    """The pairs of one split; references are assigned wholly to train or val (see the module docstring)."""
-    if split == "all":
-        return list(pairs)
-    if not 0 <= val_fraction < 1:
-        raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
-    refs = sorted({str(p.ref) for p in pairs})
-    n_val = 0 if val_fraction == 0 else max(1, round(val_fraction * len(refs)))
-    if n_val >= len(refs):
-        raise ValueError(f"val_fraction {val_fraction} leaves no reference for training ({len(refs)} references)")
-    order = np.random.default_rng(seed).permutation(len(refs))
-    val = {refs[i] for i in order[:n_val]}
-    return [p for p in pairs if (str(p.ref) in val) == (split == "val")]
 
 
 def default_labels(kind: str, root: str | os.PathLike) -> Path:

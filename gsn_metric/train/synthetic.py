@@ -63,8 +63,8 @@ from torch.utils.data import DataLoader, Dataset
 from ..images import load_image
 from ..patches import PATCH_SIZE, extract_patches, paired_random_crop
 from .calibration import Calibration, human_score, kadid_calibration
-from .datasets import Pair, Split, _check_image, split_by_reference
 from .distortions import DISTORTIONS, NAMES, distort
+from .pairs import Pair, Split, check_image, split_by_reference
 
 __all__ = ["KADID_SHORT_SIDE", "SyntheticKADID", "add_arguments", "find_images", "main", "parse_levels",
            "parse_type_weights", "synthesize"]
@@ -102,7 +102,7 @@ def _check_pristine(paths: Sequence[Path], min_side: int, folder: Path) -> None:
     if not paths:
         raise ValueError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in {folder}")
     with ThreadPoolExecutor(8) as pool:  # file-system latency, not CPU, is the cost here
-        results = list(pool.map(_check_image, paths))
+        results = list(pool.map(check_image, paths))
     problems = [f"  {p}: {problem}" for p, (problem, _) in zip(paths, results) if problem]
     problems += [f"  {p}: {size[0]}×{size[1]} is smaller than the {min_side}×{min_side} patch"
                  for p, (_, size) in zip(paths, results) if size and min(size) < min_side]
