@@ -121,6 +121,10 @@ def main(argv: list[str] | None = None) -> None:
                     help="pairs per call for the throughput table (default 1 8 64 on CUDA, 1 8 on CPU)")
     ap.add_argument("--quick", action="store_true", help="tiny network, small images: a smoke test, not a benchmark")
     ap.add_argument("--weights", help="a trained weight file to time (and, on CUDA, compare bf16 with fp32 on)")
+    ap.add_argument("--reuse-pairs", type=int, default=64, help="pairs of the reuse / compile table")
+    ap.add_argument("--reuse-repeats", type=int, default=3, help="timed runs of the reuse / compile table")
+    ap.add_argument("--compile", action=argparse.BooleanOptionalAction, default=True,
+                    help="also time torch.compile of the folded network (needs a C++ compiler on the CPU)")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.child:
@@ -193,6 +197,29 @@ def main(argv: list[str] | None = None) -> None:
                 rows.append([peer.name, "–", "–", why_unavailable(err, peer.needs)])
         table(f"3. One {w}×{h} pair: GSN vs peers (ratio = GSN folded time / this metric's time)",
               ["metric", "ms / pair", "GSN folded / this", "note"], rows)
+
+        # 5. Reference reuse and torch.compile, same run: pairs/s on n pairs sharing one reference.
+        n = args.reuse_pairs
+        refs, dists = make_pairs(n, setup["size"], device)
+        metric = GSNScore(weights, device=device, batch_size=40)
+        pairwise = timeit(lambda: metric(refs, dists), args.reuse_repeats, device)  # n different references
+        one = refs[:1].expand(n, -1, -1, -1)
+        reused = timeit(lambda: metric(one, dists), args.reuse_repeats, device)  # one reference, encoded once
+        rows = [[f"pairwise ({n} pairs, {n} references)", f"{n / pairwise:.3g}", "1.00", ""],
+                [f"reference reused (1 reference × {n})", f"{n / reused:.3g}", f"{pairwise / reused:.2f}",
+                 f"automatic; {metric.encode_reference(refs[0]).nbytes / 2**20:.0f} MiB of features held"]]
+        if args.compile:
+            compiled = GSNScore(weights, device=device, batch_size=40)
+            compiled.net = torch.compile(compiled.net)
+            start = time.perf_counter()
+            compiled(refs[:8], dists[:8])
+            first = time.perf_counter() - start
+            t = timeit(lambda: compiled(refs, dists), args.reuse_repeats, device)
+            diff = ((compiled(refs, dists) - metric(refs, dists)).abs() / metric(refs, dists).abs()).max()
+            rows.append([f"torch.compile, pairwise ({n} pairs)", f"{n / t:.3g}", f"{pairwise / t:.2f}",
+                         f"first call {first:.0f} s (compile); max relative score difference {diff:.1e}"])
+        table(f"5. {n} pairs of {w}×{h}: pairwise, reference reused, compiled (GSNScore batch_size=40; "
+              f"median of {args.reuse_repeats})", ["mode", "pairs / s", "× pairwise", "note"], rows)
 
         if cuda and args.weights:
             refs, dists = make_pairs(64, setup["size"], device)

@@ -21,11 +21,13 @@ def load_script(name: str):
 
 def test_speed_quick_prints_all_tables(capsys):
     speed = load_script("speed")
-    speed.main(["--quick", "--device", "cpu", "--repeats", "1", "--batch-sizes", "1", "2"])
+    speed.main(["--quick", "--device", "cpu", "--repeats", "1", "--batch-sizes", "1", "2", "--reuse-pairs", "4",
+                "--reuse-repeats", "1", "--no-compile"])
     out = capsys.readouterr().out
     assert "WEIGHTS ARE RANDOM" in out
-    for title in ("1. Latency", "2. Throughput", "3. One"):
+    for title in ("1. Latency", "2. Throughput", "3. One", "5. 4 pairs"):
         assert title in out
+    assert "| reference reused (1 reference × 4) |" in out
     for row in ("folded (library default)", "unfolded", "channels_last", "PSNR (plain torch)", "LPIPS", "DISTS"):
         assert row in out
     throughput = [line for line in out.splitlines() if line.startswith(("| 1 | 5 |", "| 2 | 10 |"))]
