@@ -250,6 +250,22 @@ def _load_state(model: GSN, state: dict[str, torch.Tensor], path: Path) -> None:
     model.load_state_dict(state)
 
 
+def _sort_metadata(path: Path) -> None:
+    """Rewrite a safetensors header with its metadata keys sorted, in place: safetensors writes them in hash
+    order, different on every run, so identical tensors would get a new sha256 at each export. Only the order
+    changes, so the header keeps its length and the tensor data its offsets."""
+    with open(path, "r+b") as f:
+        size = int.from_bytes(f.read(8), "little")
+        raw = f.read(size)
+        header = json.loads(raw)
+        header["__metadata__"] = dict(sorted(header.get("__metadata__", {}).items()))
+        text = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode()
+        if len(text) > size or len(text.rstrip()) != len(raw.rstrip()):
+            raise RuntimeError(f"could not rewrite the safetensors header of {path} in place")
+        f.seek(8)
+        f.write(text.ljust(size))
+
+
 def save_weights(
     model: GSN,
     path: str | os.PathLike,
@@ -283,6 +299,7 @@ def save_weights(
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     tmp = path.with_name(path.name + ".tmp")
     save_file(state, str(tmp), metadata=meta)
+    _sort_metadata(tmp)
     umask = os.umask(0)
     os.umask(umask)
     os.chmod(tmp, 0o666 & ~umask)  # safetensors writes 0600; a shared weight file must be readable by others

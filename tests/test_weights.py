@@ -1,4 +1,5 @@
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -169,3 +170,24 @@ def test_malformed_manifest_beside_the_file_is_named(tiny_weights, text):
     (Path(tiny_weights).parent / "manifest.json").write_text(text)
     with pytest.raises(ValueError, match="manifest.json is not a valid gsn-metric manifest"):
         W.load_model(tiny_weights)
+
+
+def test_exports_are_reproducible_and_readable(tmp_path, tiny_model):
+    old = os.umask(0o022)
+    digests = set()
+    try:
+        _export_three(tmp_path, tiny_model, digests)
+    finally:
+        os.umask(old)
+    assert len(digests) == 1
+    _, info = W.load_model(tmp_path / "w2" / "gsn.safetensors")
+    assert info.training_data == "x" and info.patch_size == 32
+
+
+def _export_three(tmp_path, tiny_model, digests):
+    for i in range(3):
+        path = tmp_path / f"w{i}" / "gsn.safetensors"
+        path.parent.mkdir()
+        digests.add(W.save_weights(tiny_model, path, training_data="x", score_name="y", score_range=(1.0, 5.0),
+                                 patch_size=32))
+        assert path.stat().st_mode & 0o777 == 0o644  # umask 022: readable by group and others, as files usually are
