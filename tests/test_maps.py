@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
+import gsn_metric
 from gsn_metric import GSNScore
+from gsn_metric.images import load_image
 from gsn_metric.maps import _spread
+from gsn_metric.train.distortions import distort_region
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
 
 def test_spread_keeps_every_cells_total():
@@ -35,3 +42,21 @@ def test_five_patches_leave_pixels_uncovered(tiny_weights):
     ref = torch.rand(1, 3, 48, 128)
     q = GSNScore(tiny_weights, device="cpu").quality_map(ref, ref.flip(-1))
     assert (q[..., 40] == 0).all() and (q[..., 0] != 0).any()
+
+
+@pytest.fixture(scope="module")
+def default_metric():
+    if not gsn_metric.list_weights():
+        pytest.skip("no released default weights in this checkout")
+    return GSNScore(device="cpu", patches="grid")
+
+
+@pytest.mark.parametrize("kind", [1, 11, 10], ids=["blur", "white-noise", "jpeg"])
+def test_damage_lies_in_the_distorted_quadrant(default_metric, kind):
+    # The example photograph (CC0, in the repository), 384×384, distorted at KADID level 4 in its top-left
+    # quadrant only: most of what the distortion cost must be found there (a quarter of the pixels).
+    ref = load_image(EXAMPLES / "reference.png")[:, :384, :384]
+    dist = distort_region(ref, kind, 4, (0, 0, 192, 192), generator=torch.Generator().manual_seed(0))
+    damage = default_metric.damage_map(ref[None], dist[None])[0, 0]
+    share = float(damage[:192, :192].sum() / damage.sum())
+    assert damage.sum() > 0 and share > 0.5, (float(damage.sum()), share)

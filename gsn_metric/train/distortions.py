@@ -38,6 +38,7 @@ __all__ = [
     "NAMES",
     "Distortion",
     "distort",
+    "distort_region",
     "hsv_to_rgb",
     "lab_to_rgb",
     "level_parameter",
@@ -530,3 +531,16 @@ def distort(img: Tensor, dist_type: int, level: float, generator: torch.Generato
     y = torch.round(_stretch(y) * 255) / 255
     y = y.to(img.dtype)
     return y[0] if img.dim() == 3 else y
+
+
+def distort_region(img: Tensor, dist_type: int, level: float, box: tuple[int, int, int, int],
+                   generator: torch.Generator | None = None) -> Tensor:
+    """``img`` (3×H×W in [0, 1]) with KADID distortion ``dist_type`` at ``level`` inside ``box`` = (top, left,
+    height, width) only, the rest untouched: the whole image is distorted (the generator's stretches and several
+    types depend on whole-image statistics), then that box is pasted into a copy of the original. For maps of
+    where a metric sees damage (``GSNScore.damage_map``)."""
+    top, left, h, w = box
+    out = img.clone()
+    out[..., top : top + h, left : left + w] = distort(img, dist_type, level, generator)[..., top : top + h,
+                                                                                     left : left + w]
+    return out
