@@ -36,6 +36,11 @@ if TYPE_CHECKING:
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
 
 
+# Pairs scored together (a failure inside the network is retried pair by pair within one chunk), at most
+# this many, and no more loaded pixels than this (2^24 pixels per side: ~400 MB of float32 for both sides).
+_CHUNK_PAIRS, _CHUNK_PIXELS = 64, 2**24
+
+
 class UsageError(Exception):
     """A problem with what was asked for on the command line (exit code 2)."""
 
@@ -140,14 +145,15 @@ def score_pairs(metric: GSNScore, pairs: Sequence[tuple[Path, Path]],
                 progress: bool) -> tuple[list[float | None], dict[int, str]]:
     """Score ``pairs`` in order, with a progress bar on stderr if asked for and stderr is a terminal.
 
-    A pair that cannot be scored (unreadable file, size mismatch, ...) does not stop the others: each pair is
-    read and checked before it joins a batch. Returns the scores (None where a pair failed) and
+    A pair that cannot be scored does not stop the others: each pair is read and checked before it joins a
+    batch (unreadable file, size mismatch, an image under 2×2 pixels), and pairs are scored in chunks, so a
+    failure inside the network (e.g. out of memory) makes that chunk's pairs be retried one by one and only
+    the pair that fails again is lost. Returns the scores (None where a pair failed) and
     ``{pair index: "pair REF | DIST: why"}`` for the failures.
     """
     from .images import check_pair, load_image  # imports torch: only once the arguments are known to be good
 
     errors: dict[int, str] = {}
-    scored: list[int] = []
 
     last: tuple[Path | None, torch.Tensor | None] = (None, None)
 
@@ -160,20 +166,44 @@ def score_pairs(metric: GSNScore, pairs: Sequence[tuple[Path, Path]],
                 r = last[1] if last[0] == ref else load_image(ref)
                 last = (ref, r)
                 d = load_image(dist)
+                for side, path, img in (("reference", ref, r), ("distorted", dist, d)):
+                    if min(img.shape[-2:]) < 2:
+                        raise ValueError(f"{side} {path} is {img.shape[-1]}×{img.shape[-2]} pixels, too small to "
+                                         "assess (GSN needs at least 2×2)")
                 check_pair(r[None], d[None])
             except (OSError, ValueError) as err:
                 errors[i] = f"pair {ref} | {dist}: {err}"
                 bar.update()
                 continue
-            scored.append(i)
-            yield r, d
+            yield i, r, d
+
+    def score_chunk(chunk: list[tuple[int, torch.Tensor, torch.Tensor]]) -> None:
+        try:
+            results = list(metric.iter_scores((r, d) for _, r, d in chunk))
+        except (RuntimeError, ValueError) as err:
+            if len(chunk) == 1:
+                i = chunk[0][0]
+                errors[i] = f"pair {pairs[i][0]} | {pairs[i][1]}: {type(err).__name__}: {err}"
+                bar.update()
+                return
+            for one in chunk:  # find the pair that fails; the others are scored
+                score_chunk([one])
+            return
+        for (i, _, _), score in zip(chunk, results):
+            scores[i] = score
+            bar.update()
 
     scores: list[float | None] = [None] * len(pairs)
     with tqdm(total=len(pairs), unit="pair", disable=not progress or None, file=sys.stderr) as bar:
-        # iter_scores yields in order, after readable() has put the pair's index in ``scored``.
-        for k, score in enumerate(metric.iter_scores(readable())):
-            scores[scored[k]] = score
-            bar.update()
+        # Chunks of pairs: batching and reference reuse inside a chunk, failures contained to one chunk.
+        chunk: list[tuple[int, torch.Tensor, torch.Tensor]] = []
+        for item in readable():
+            chunk.append(item)
+            if len(chunk) == _CHUNK_PAIRS or sum(r[0].numel() for _, r, _ in chunk) >= _CHUNK_PIXELS:
+                score_chunk(chunk)
+                chunk = []
+        if chunk:
+            score_chunk(chunk)
     return scores, errors
 
 

@@ -120,3 +120,31 @@ def test_map_draws_one_picture_per_pair(images, tiny_weights, tmp_path):
     assert main([str(images / "refs"), str(images / "dists"), "--weights", tiny_weights, "--map", str(folder)]) == 0
     assert sorted(p.name for p in folder.iterdir()) == ["0000_a.png", "0001_b.png"]
     assert main([str(images / "refs"), str(images / "dists"), "--weights", tiny_weights, "--map", str(out)]) == 2
+
+
+def test_one_bad_pair_does_not_lose_the_run(images, tiny_weights, capsys, monkeypatch):
+    # A 1×1 pair (passes the size-match check, fails in the network's padding) and a pair whose forward pass
+    # fails (a simulated out-of-memory on its size): the others are scored and printed, the errors name the files.
+    Image.fromarray(np.zeros((1, 1, 3), np.uint8)).save(images / "refs" / "c.png")
+    Image.fromarray(np.zeros((1, 1, 3), np.uint8)).save(images / "dists" / "c.png")
+    Image.fromarray(np.zeros((40, 50, 3), np.uint8)).save(images / "refs" / "d.png")
+    Image.fromarray(np.full((40, 50, 3), 9, np.uint8)).save(images / "dists" / "d.png")
+    from gsn_metric.metric import GSNScore
+
+    real = GSNScore._patch_scores
+
+    def flaky(self, ref, dist, fn=None):
+        if ref.shape[-1] == 50:
+            raise RuntimeError("DefaultCPUAllocator: not enough memory (simulated)")
+        return real(self, ref, dist, fn)
+
+    monkeypatch.setattr(GSNScore, "_patch_scores", flaky)
+    assert main([str(images / "refs"), str(images / "dists"), "--weights", tiny_weights, "--patches", "full",
+                 "--format", "csv"]) == 1
+    out, err = capsys.readouterr()
+    rows = {row["dist"].rsplit("/", 1)[-1]: row for row in csv.DictReader(out.splitlines())}
+    assert rows["a.png"]["score"] and rows["b.png"]["score"]
+    assert not rows["c.png"]["score"] and "reference" in rows["c.png"]["error"] and "c.png" in rows["c.png"]["error"]
+    assert "1×1 pixels" in rows["c.png"]["error"]
+    assert not rows["d.png"]["score"] and "not enough memory" in rows["d.png"]["error"]
+    assert "2 of 4 pairs could not be scored" in err
