@@ -85,20 +85,45 @@ def discover_pairs(args: argparse.Namespace) -> list[tuple[Path, Path]]:
 
 
 def _pairs_from_folders(ref_dir: Path, dist_dir: Path) -> list[tuple[Path, Path]]:
+    """Pairs by file name; where names differ only in the extension (PNG references, JPEG distortions) by stem,
+    said on stderr. Broken links are reported as such, not as images without a partner."""
     def images(folder: Path) -> dict[str, Path]:
         # Hidden files are skipped: macOS leaves "._name.png" metadata files beside images on shared drives.
-        return {p.name: p for p in folder.iterdir()
-                if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")}
+        found = {p.name: p for p in folder.iterdir()
+                 if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")}
+        broken = sorted(name for name, p in found.items() if p.is_symlink() and not p.exists())
+        if broken:
+            print(f"gsn_metric: {len(broken)} broken symbolic link(s) in {folder} are skipped: "
+                  f"{', '.join(broken[:5])}{' ...' if len(broken) > 5 else ''}", file=sys.stderr)
+        return {name: p for name, p in found.items() if p.is_file()}
 
     refs, dists = images(ref_dir), images(dist_dir)
-    common = sorted(refs.keys() & dists.keys())
-    lonely = sorted(refs.keys() ^ dists.keys())
+    pairs = {name: (refs[name], dists[name]) for name in refs.keys() & dists.keys()}
+
+    def unique_stems(names: set[str]) -> dict[str, str]:
+        stems: dict[str, list[str]] = {}
+        for name in names:
+            stems.setdefault(Path(name).stem, []).append(name)
+        return {stem: found[0] for stem, found in stems.items() if len(found) == 1}
+
+    ref_stems, dist_stems = unique_stems(refs.keys() - pairs.keys()), unique_stems(dists.keys() - pairs.keys())
+    for stem in sorted(ref_stems.keys() & dist_stems.keys()):
+        r, d = ref_stems[stem], dist_stems[stem]
+        pairs[d] = (refs[r], dists[d])
+        print(f"gsn_metric: paired {r} with {d} by name without extension", file=sys.stderr)
+    used = {p.name for pair in pairs.values() for p in pair}
+    lonely = sorted((refs.keys() | dists.keys()) - used)
     if lonely:
+        cased: dict[str, list[str]] = {}
+        for name in lonely:
+            cased.setdefault(name.lower(), []).append(name)
+        same = [" / ".join(v) for v in cased.values() if len(v) > 1]
+        hint = f"; names differing only in case ({', '.join(same[:3])}) can be paired with --pairs CSV" if same else ""
         print(f"gsn_metric: {len(lonely)} image(s) have no partner of the same name and are skipped: "
-              f"{', '.join(lonely[:5])}{' ...' if len(lonely) > 5 else ''}", file=sys.stderr)
-    if not common:
+              f"{', '.join(lonely[:5])}{' ...' if len(lonely) > 5 else ''}{hint}", file=sys.stderr)
+    if not pairs:
         raise UsageError(f"no image names in common between {ref_dir} and {dist_dir}")
-    return [(refs[name], dists[name]) for name in common]
+    return [pairs[name] for name in sorted(pairs)]
 
 
 def _pairs_from_csv(path: Path) -> list[tuple[Path, Path]]:
@@ -106,14 +131,17 @@ def _pairs_from_csv(path: Path) -> list[tuple[Path, Path]]:
         raise FileNotFoundError(f"pairs file {path} does not exist")
     # utf-8-sig: spreadsheet programs start their UTF-8 CSVs with a byte-order mark, which would hide "ref".
     with open(path, newline="", encoding="utf-8-sig") as f:
-        reader = csv.DictReader(f)
-        if not reader.fieldnames or not {"ref", "dist"} <= set(reader.fieldnames):
+        # Header names in any case, spaces after the commas ("ref, dist") ignored.
+        reader = csv.DictReader(f, skipinitialspace=True)
+        columns = {name.strip().lower(): name for name in reader.fieldnames or []}
+        if not {"ref", "dist"} <= columns.keys():
             raise UsageError(f"{path} needs a header with columns 'ref' and 'dist', found {reader.fieldnames}")
         pairs = []
         for row in reader:
-            if not row["ref"] or not row["dist"]:
+            ref, dist = (row[columns[c]].strip() if row[columns[c]] else "" for c in ("ref", "dist"))
+            if not ref or not dist:
                 raise UsageError(f"{path} line {reader.line_num}: needs both a ref and a dist path")
-            pairs.append((path.parent / row["ref"], path.parent / row["dist"]))
+            pairs.append((path.parent / ref, path.parent / dist))
     if not pairs:
         raise UsageError(f"{path} lists no pairs")
     return pairs

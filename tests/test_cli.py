@@ -148,3 +148,26 @@ def test_one_bad_pair_does_not_lose_the_run(images, tiny_weights, capsys, monkey
     assert "1×1 pixels" in rows["c.png"]["error"]
     assert not rows["d.png"]["score"] and "not enough memory" in rows["d.png"]["error"]
     assert "2 of 4 pairs could not be scored" in err
+
+
+def test_folder_pairing_by_stem_case_hint_and_broken_links(tmp_path, tiny_weights, capsys):
+    rng = np.random.default_rng(1)
+    for side in ("refs", "dists"):
+        (tmp_path / side).mkdir()
+    img = rng.integers(0, 256, (40, 40, 3), dtype=np.uint8)
+    Image.fromarray(img).save(tmp_path / "refs" / "a.png")
+    Image.fromarray(img).save(tmp_path / "dists" / "a.jpg")  # other extension: paired by stem
+    Image.fromarray(img).save(tmp_path / "refs" / "B.png")
+    Image.fromarray(img).save(tmp_path / "dists" / "b.png")  # other case: not paired, hinted
+    (tmp_path / "dists" / "gone.png").symlink_to(tmp_path / "nowhere.png")
+    assert main([str(tmp_path / "refs"), str(tmp_path / "dists"), "--weights", tiny_weights, "--format", "csv"]) == 0
+    out, err = capsys.readouterr()
+    assert out.splitlines()[1].startswith(f"{tmp_path / 'refs' / 'a.png'},{tmp_path / 'dists' / 'a.jpg'},")
+    assert "paired a.png with a.jpg" in err and "B.png / b.png" in err and "--pairs" in err
+    assert "broken symbolic link" in err and "gone.png" in err
+
+
+def test_pairs_csv_header_in_any_case_and_spaces(images, tiny_weights, capsys):
+    (images / "pairs.csv").write_text("Ref, DIST\nrefs/a.png, dists/a.png\n")
+    assert main(["--pairs", str(images / "pairs.csv"), "--weights", tiny_weights]) == 0
+    float(capsys.readouterr().out.strip())
