@@ -138,3 +138,22 @@ def test_release_usage_errors(data_root, tmp_path, capsys):
     assert run("release", data_root, tmp_path / "o", "--name", "x", "--must-beat", "") == 2  # 32 px < MS-SSIM's 161
     assert "larger than 160" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
+
+
+def test_outputs_are_checked_before_the_work(data_root, tmp_path, capsys):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    with pytest.raises(PermissionError, match="--out .*cannot be written"):
+        run("fit", data_root, blocker / "run", "--epochs", "1")
+    assert run("release", data_root, tmp_path / "o", "--name", "x", "--peers", "PSNR", "--must-beat", "",
+               "--weights-dir", str(blocker / "w")) == 2
+    assert "--weights-dir" in capsys.readouterr().err and not (tmp_path / "o").exists()
+    from gsn_metric.train import evaluate
+
+    export = tmp_path / "e.safetensors"
+    gsn_metric.weights.save_weights(GSN(TINY), export, training_data="t", score_name="s", score_range=(1.0, 5.0),
+                                    patch_size=32)
+    args = build_parser().parse_args(["evaluate", "--dataset", "kadid10k", "--root", str(data_root), "--weights",
+                                      str(export), "--device", "cpu", "--json", str(tmp_path / "no" / "r.json")])
+    assert evaluate.main(args) == 2
+    assert "--json" in capsys.readouterr().err

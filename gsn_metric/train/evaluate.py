@@ -258,11 +258,14 @@ def main(args: argparse.Namespace) -> int:
     """Run the evaluation the parsed flags describe; 0 on success, 2 on a user error (message on stderr)."""
     from ..weights import load_model
     from .datasets import open_dataset
+    from .outputs import check_writable_file
 
     if torch.device(args.device).type == "cuda" and not torch.cuda.is_available():
         print("error: --device cuda was asked for, but CUDA is not available; use --device cpu", file=sys.stderr)
         return 2
     try:
+        for flag in ("csv", "json", "scores"):  # now, not after scoring everything
+            check_writable_file(getattr(args, flag), f"--{flag}")
         model, info = load_model(args.weights, device=args.device)
         if args.patch_size is None:
             args.patch_size = info.patch_size

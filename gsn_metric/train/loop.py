@@ -54,6 +54,7 @@ from ..weights import save_weights
 from .datasets import add_dataset_arguments, open_dataset
 from .losses import GSNTrainingLoss
 from .optim import build_ranger
+from .outputs import check_writable_dir
 
 __all__ = ["TINY", "add_arguments", "load_checkpoint", "main", "model_config"]
 
@@ -337,7 +338,7 @@ def _train(args: argparse.Namespace, rank: int, world: int, device: torch.device
         raise FileExistsError(f"{ckpt_path} exists: pass --resume to continue that run, or choose another --out")
     if args.batch_size % world:
         raise ValueError(f"--batch-size {args.batch_size} is not divisible by the {world} processes")
-    out.mkdir(parents=True, exist_ok=True)
+    check_writable_dir(out, "--out")  # now, not after the first epoch
     _seed_everything(args.seed)
 
     has_val = args.val_fraction > 0

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import platform
 import subprocess
 import sys
@@ -33,6 +32,7 @@ from ..weights import load_model, save_weights
 from . import loop
 from .datasets import open_dataset
 from .evaluate import breakdown, predict
+from .outputs import check_writable_dir
 from .peers import CLASSIC, PeerModel
 
 __all__ = ["add_arguments", "main"]
@@ -63,13 +63,6 @@ def _names(text: str, flag: str) -> list[str]:
     if unknown:
         raise ValueError(f"{flag}: unknown peer(s) {unknown}; choose from {', '.join(CLASSIC)}")
     return names
-
-
-def _check_writable(folder: Path) -> None:
-    """Fail before training, not after it, when the weights cannot be installed."""
-    folder.mkdir(parents=True, exist_ok=True)
-    if not os.access(folder, os.W_OK):
-        raise PermissionError(f"--weights-dir {folder} is not writable; choose another folder")
 
 
 def _finished(ckpt: dict[str, Any], args: argparse.Namespace) -> bool:
@@ -150,13 +143,17 @@ def main(args: argparse.Namespace) -> int:
         if args.val_fraction <= 0:
             raise ValueError("release measures on held-out references: --val-fraction must be > 0")
         weights_dir = Path(args.weights_dir)
-        _check_writable(weights_dir)
+        check_writable_dir(weights_dir, "--weights-dir")  # before training, not after it
     except (ValueError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
 
-    loop.main(args)
     out = Path(args.out)
+    started = out / "release-start.json"  # the code the first piece trained with, kept across --resume pieces
+    if not started.exists() or not (out / loop.CHECKPOINT).exists():
+        out.mkdir(parents=True, exist_ok=True)
+        started.write_text(json.dumps({"commit": _commit()}) + "\n")
+    loop.main(args)
     ckpt = loop.load_checkpoint(out / loop.CHECKPOINT)
     if not _finished(ckpt, args):
         print(f"release: training not finished ({ckpt['step']} steps); relaunch the same command with --resume "
@@ -177,7 +174,7 @@ def main(args: argparse.Namespace) -> int:
         "steps": ckpt["step"],
         "hardware": _hardware(args.device),
         "train_seconds": round(sum(h["seconds"] for h in history), 1),
-        "commit": _commit(),
+        "commit": json.loads(started.read_text())["commit"],
         "recipe": {k: v for k, v in loop._cli_flags(args).items()
                    if k in {"dataset", "epochs", "epoch_length", "batch_size", "lr", "lr_schedule", "warmup_steps",
                             "weight_decay", "alpha", "beta", "mse_weight", "patch_size", "seed", "init",
