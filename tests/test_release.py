@@ -157,3 +157,34 @@ def test_outputs_are_checked_before_the_work(data_root, tmp_path, capsys):
                                       str(export), "--device", "cpu", "--json", str(tmp_path / "no" / "r.json")])
     assert evaluate.main(args) == 2
     assert "--json" in capsys.readouterr().err
+
+
+def test_training_cli_errors_are_one_line(data_root, tmp_path, capsys):
+    from gsn_metric.train.__main__ import main
+
+    argv = ["fit", "--dataset", "kadid10k", "--root", str(data_root), "--patch-size", "32", "--tiny",
+            "--batch-size", "6", "--val-fraction", "0.25", "--device", "cpu", "--workers", "0", "--epochs", "1",
+            "--out", str(tmp_path)]
+    assert main(argv) == 0
+    capsys.readouterr()
+    assert main(argv) == 2  # a checkpoint exists, no --resume
+    assert "pass --resume" in capsys.readouterr().err
+    assert main([*argv, "--resume", "--seed", "1"]) == 2
+    assert "trained with --seed 0" in capsys.readouterr().err
+    ckpt = tmp_path / loop.CHECKPOINT
+    for damage in (ckpt.read_bytes()[:1000], b""):  # truncated, empty
+        ckpt.write_bytes(damage)
+        assert main([*argv, "--resume"]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and str(ckpt) in err and "damaged or truncated" in err
+        assert "Traceback" not in err
+
+
+def test_train_help_without_the_extra_says_what_to_install():
+    import subprocess
+    import sys
+
+    code = ("import sys; sys.modules['scipy'] = None; from gsn_metric.train.__main__ import main; "
+            "sys.exit(main(['--help']))")
+    done = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and "pip install 'gsn-metric[train]'" in done.stderr, done.stderr[-500:]

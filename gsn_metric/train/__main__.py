@@ -39,8 +39,28 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    return importlib.import_module(args._module).main(args)
+    """Run a sub-command. Expected failures (bad flags or files, a changed split on resume, an existing run
+    without --resume, a damaged checkpoint, a missing extra) are one line on stderr and exit status 2;
+    a diverged run is one line and status 1; anything else is a bug and keeps its traceback."""
+    try:
+        args = build_parser().parse_args(argv)
+        return importlib.import_module(args._module).main(args)
+    except ModuleNotFoundError as err:
+        if err.name not in _EXTRA_MODULES:
+            raise
+        print(f"error: the training tools need the 'train' extra ({err.name} is missing): "
+              "pip install 'gsn-metric[train]'", file=sys.stderr)
+        return 2
+    except (ValueError, OSError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except FloatingPointError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+
+
+# packages of the train extra (setup.cfg): missing ones get an install hint instead of a traceback
+_EXTRA_MODULES = {"scipy", "pytorch_msssim"}
 
 
 if __name__ == "__main__":

@@ -35,6 +35,7 @@ import itertools
 import json
 import math
 import os
+import pickle
 import random
 import sys
 import time
@@ -226,7 +227,12 @@ def _save_atomic(obj: Any, path: Path) -> None:
 
 def load_checkpoint(path: str | os.PathLike, device: torch.device | str = "cpu") -> dict[str, Any]:
     """Read a training checkpoint (``weights_only=True``: no code runs); checks its format marker."""
-    ckpt = torch.load(path, map_location=device, weights_only=True)
+    try:
+        ckpt = torch.load(path, map_location=device, weights_only=True)
+    except (RuntimeError, EOFError, pickle.UnpicklingError) as err:  # truncated zip, empty file, not a checkpoint
+        raise ValueError(f"{path} cannot be read as a training checkpoint ({type(err).__name__}: "
+                         f"{str(err).splitlines()[0] if str(err) else 'empty file'}); it is damaged or truncated: "
+                         "restore it, or delete it to start the run again") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
         raise ValueError(f"{path} is not a gsn-metric training checkpoint ({CHECKPOINT_FORMAT})")
     return ckpt
