@@ -68,7 +68,7 @@ def patch_boxes(height: int, width: int, mode: PatchMode = "five", size: int = P
                 stride: int | None = None) -> list[tuple[int, int, int, int]]:
     """(top, left, height, width) of the patches :func:`extract_patches` cuts from an H×W image, in that
     image's coordinates; an image padded to the patch size (a side under ``size``) or ``"full"`` is one box."""
-    if mode == "full" or height < size or width < size:
+    if mode == "full" or height < size or width < size or height == width == size:
         return [(0, 0, height, width)]
     boxes = five_boxes(height, width, size) if mode == "five" else grid_boxes(height, width, size, stride)
     return [(top, left, size, size) for top, left in boxes]
@@ -84,14 +84,17 @@ def extract_patches(
         mode: "five" (4 corners + centre, the paper's protocol), "grid" (``grid_boxes``) or "full" (the
             padded image itself, one "patch" per image).
     Returns:
-        N×P×C×h×w: P patches per image (h = w = ``size`` except for "full").
+        N×P×C×h×w: P patches per image (h = w = ``size`` except for "full"; P = 1 for "five" of an image no
+        larger than a patch, whose five boxes coincide).
     """
     if mode not in PATCH_MODES:
         raise ValueError(f"patches must be one of {PATCH_MODES}, got {mode!r}")
     img = pad_to(img, size)
-    if mode == "full":
-        return img.unsqueeze(1)
     h, w = img.shape[-2:]
+    # "full", and "five" of an image no larger than a patch (its five boxes are the same box: typical SR crops
+    # fed to GSNLoss): one patch, the same mean score at a fifth of the work.
+    if mode == "full" or (mode == "five" and h == w == size):
+        return img.unsqueeze(1)
     boxes = five_boxes(h, w, size) if mode == "five" else grid_boxes(h, w, size, stride)
     return torch.stack([img[..., t : t + size, l : l + size] for t, l in boxes], dim=1)
 

@@ -38,8 +38,8 @@ def test_small_images_are_reflect_padded_centred():
     torch.testing.assert_close(p[..., 46:146, :], img)
     torch.testing.assert_close(p[..., 45, :], img[..., 1, :])
     torch.testing.assert_close(p[..., 146, :], img[..., -2, :])
-    # tiny images need repeated reflection and still work
-    assert extract_patches(torch.rand(1, 3, 5, 7), "five", 192).shape == (1, 5, 3, 192, 192)
+    # tiny images need repeated reflection and still work (one patch: their five boxes are the same)
+    assert extract_patches(torch.rand(1, 3, 5, 7), "five", 192).shape == (1, 1, 3, 192, 192)
     with pytest.raises(ValueError, match="too small"):
         pad_to(torch.rand(1, 3, 1, 10), 192)
 
@@ -71,3 +71,11 @@ def test_paired_random_crop_is_the_same_for_both_and_seeded():
 def test_grid_refuses_strides_that_cannot_cover(stride):
     with pytest.raises(ValueError, match="stride must be an integer from 1 to the patch size 192"):
         grid_boxes(300, 400, 192, stride)
+
+
+def test_five_patches_of_an_image_no_larger_than_a_patch_are_one():
+    img = torch.rand(2, 3, 32, 32)
+    once = extract_patches(img, "five", 32)
+    assert once.shape == (2, 1, 3, 32, 32) and torch.equal(once[:, 0], img)
+    assert extract_patches(torch.rand(1, 3, 20, 25), "five", 32).shape == (1, 1, 3, 32, 32)  # padded to one patch
+    assert extract_patches(torch.rand(1, 3, 32, 40), "five", 32).shape[1] == 5  # wider: five distinct boxes
