@@ -59,6 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=32, help="patches per forward pass (default 32)")
     p.add_argument("--patches", choices=PATCH_MODES, default="five",
                    help="five: the paper's 4 corners + centre (default); grid: tiles covering the image; full")
+    p.add_argument("--stride", type=int,
+                   help="for --patches grid: the largest gap between tiles in pixels (default half a patch)")
     p.add_argument("--format", choices=("text", "csv", "json"), default="text", help="output format (default text)")
     p.add_argument("--map", metavar="PNG|DIR",
                    help="also draw where GSN sees the damage (reference | distorted | damage map): one pair writes "
@@ -261,6 +263,17 @@ def write_maps(metric: GSNScore, pairs: Sequence[tuple[Path, Path]], scores: Seq
         damage_figure(r, d, damage, score, metric.info.score_name, boxes, title=f"{ref.name} | {dist.name}").save(path)
 
 
+def _check_device(device: str | None) -> None:
+    """A device name torch does not know is bad usage (exit 2); a known one that is absent is exit 1."""
+    import torch
+
+    if device is not None:
+        try:
+            torch.device(device)
+        except RuntimeError:
+            raise UsageError(f"--device {device!r} is not a torch device; use cpu, cuda or cuda:1") from None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -271,7 +284,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         from .metric import GSNScore  # after argument checks: importing torch takes a while
 
         map_paths = _map_paths(Path(args.map), pairs) if args.map else None
-        metric = GSNScore(weights=args.weights, device=args.device, patches=args.patches, batch_size=args.batch_size)
+        _check_device(args.device)
+        if args.stride is not None and args.patches != "grid":
+            raise UsageError("--stride applies to --patches grid only")
+        metric = GSNScore(weights=args.weights, device=args.device, patches=args.patches, batch_size=args.batch_size,
+                          stride=args.stride)
         scores, errors = score_pairs(metric, pairs, progress=not args.no_progress and len(pairs) > 1)
         if map_paths:
             write_maps(metric, pairs, scores, map_paths)

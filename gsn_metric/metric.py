@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from . import maps
-from .images import check_pair, to_batch
+from .images import _validate_range, check_pair, to_batch
 from .patches import PATCH_MODES, PatchMode, check_stride, extract_patches
 from .weights import WeightsInfo, load_model
 
@@ -100,6 +100,7 @@ class GSNScore(nn.Module):
         if stride is not None and patches != "grid":
             raise ValueError(f"stride only applies to patches='grid', got stride={stride!r} with patches={patches!r}")
         _reduce(torch.zeros(1), reduction)  # validates the name now rather than at the first call
+        input_range = _validate_range(input_range)  # now, not at the first call
         device = _resolve_device(device)
         model, self.info = load_model(weights)
         if stride is not None:
@@ -360,9 +361,13 @@ class GSNLoss(nn.Module):
         batch_size: int = 32,
         input_range: tuple[float, float] = (0.0, 1.0),
         reduction: Reduction = "mean",
+        stride: int | None = None,
+        fold: bool = True,
+        amp: bool = False,
     ) -> None:
         super().__init__()
-        self.metric = GSNScore(weights, device, patches, batch_size, input_range, reduction="none")
+        self.metric = GSNScore(weights, device, patches, batch_size, input_range, reduction="none", stride=stride,
+                               fold=fold, amp=amp)
         self.reduction = reduction
         _reduce(torch.zeros(1), reduction)
 
@@ -377,9 +382,11 @@ class GSNLoss(nn.Module):
 
 @functools.lru_cache(maxsize=4)
 def _cached_metric(weights: str | None, stamp: tuple[int, int] | None, device: str | None, patches: str,
-                   batch_size: int, input_range: tuple[float, float]) -> GSNScore:
+                   batch_size: int, input_range: tuple[float, float], stride: int | None, fold: bool,
+                   amp: bool) -> GSNScore:
     """``stamp`` is only part of the cache key (see :func:`_weights_key`)."""
-    return GSNScore(weights, device, patches, batch_size, input_range)  # type: ignore[arg-type]
+    return GSNScore(weights, device, patches, batch_size, input_range, stride=stride,  # type: ignore[arg-type]
+                    fold=fold, amp=amp)
 
 
 def _weights_key(weights: str | os.PathLike | None) -> tuple[str | None, tuple[int, int] | None]:
@@ -403,6 +410,9 @@ def gsn(
     batch_size: int = 32,
     input_range: tuple[float, float] = (0.0, 1.0),
     reduction: Reduction = "none",
+    stride: int | None = None,
+    fold: bool = True,
+    amp: bool = False,
 ) -> torch.Tensor:
     """Functional GSN: ``GSNScore(weights, device, patches, ...)(ref, dist)``, the module cached between calls
     (a weight file is re-read when it changes on disk).
@@ -410,5 +420,5 @@ def gsn(
     Same inputs and returns as :class:`GSNScore`; gradients flow to tensor inputs that require them.
     """
     metric = _cached_metric(*_weights_key(weights), None if device is None else str(device), patches, batch_size,
-                            tuple(input_range))
+                            tuple(input_range), stride, fold, amp)
     return _reduce(metric(ref, dist), reduction)

@@ -171,3 +171,11 @@ def test_pairs_csv_header_in_any_case_and_spaces(images, tiny_weights, capsys):
     (images / "pairs.csv").write_text("Ref, DIST\nrefs/a.png, dists/a.png\n")
     assert main(["--pairs", str(images / "pairs.csv"), "--weights", tiny_weights]) == 0
     float(capsys.readouterr().out.strip())
+
+
+def test_stride_and_device_usage(images, tiny_weights, capsys):
+    a = [str(images / "refs/a.png"), str(images / "dists/a.png"), "--weights", tiny_weights]
+    assert main([*a, "--patches", "grid", "--stride", "8"]) == 0
+    assert main([*a, "--stride", "8"]) == 2  # five patches have no stride
+    assert main([*a, "--device", "gpu"]) == 2
+    assert "not a torch device" in capsys.readouterr().err

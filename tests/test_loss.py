@@ -48,3 +48,15 @@ def test_loss_works_inside_autocast(tiny_weights):
     assert loss.dtype == torch.float32 and torch.isfinite(dist.grad).all()
     # bfloat16 has an 8-bit mantissa; the loss stays close to its float32 value
     assert loss.item() == pytest.approx(loss_fn(dist, ref).item(), abs=0.05)
+
+
+def test_loss_and_functional_take_the_metric_options(tiny_weights):
+    ref, dist = torch.rand(1, 3, 48, 48), torch.rand(1, 3, 48, 48)
+    metric = gsn_metric.GSNScore(tiny_weights, device="cpu", patches="grid", stride=8, fold=False)
+    loss = gsn_metric.GSNLoss(tiny_weights, device="cpu", patches="grid", stride=8, fold=False)
+    lo, hi = metric.info.score_range
+    torch.testing.assert_close(loss(dist, ref), (hi - metric(ref, dist)[0]) / (hi - lo))
+    torch.testing.assert_close(gsn_metric.gsn(ref, dist, tiny_weights, "cpu", "grid", stride=8, fold=False),
+                               metric(ref, dist))
+    with pytest.raises(ValueError, match="input_range"):
+        gsn_metric.GSNScore(tiny_weights, device="cpu", input_range=(1, 0))
