@@ -19,7 +19,7 @@ from torch import nn
 
 from . import maps
 from .images import _validate_range, check_pair, to_batch
-from .patches import PATCH_MODES, PatchMode, check_stride, extract_patches
+from .patches import PATCH_MODES, PatchMode, check_stride, count_patches, extract_patches
 from .weights import WeightsInfo, load_model
 
 Reduction = Literal["none", "mean", "sum"]
@@ -144,14 +144,23 @@ class GSNScore(nn.Module):
                 out.append(fn(self.net, r.contiguous(memory_format=fmt), d.contiguous(memory_format=fmt)).float())
         return torch.cat(out)
 
-    def _patchify(self, img: torch.Tensor) -> torch.Tensor:
-        return extract_patches(img, self.patches, self.info.patch_size, self.stride)
+    def _patchify(self, img: torch.Tensor, select: slice = slice(None)) -> torch.Tensor:
+        return extract_patches(img, self.patches, self.info.patch_size, self.stride, select)
 
     def _per_pair(self, ref: torch.Tensor, dist: torch.Tensor, fn: Any = None) -> Iterator[torch.Tensor]:
-        """``_patch_scores`` of prepared N×3×H×W pairs, k×P×… for a few pairs at a time: patches are cut a few
-        pairs at a time so that memory stays bounded for any N."""
-        per_patch = self._patchify(ref[:1]).shape[1]
-        pairs_per_step = max(1, self.batch_size // per_patch)
+        """``_patch_scores`` of prepared N×3×H×W pairs, k×P×… for a few pairs at a time. Patches are cut only
+        ``batch_size`` at a time (a few pairs, or a slice of one pair's many grid tiles), so that memory is
+        bounded by ``batch_size`` whatever N and the number of tiles."""
+        per_patch = count_patches(*ref.shape[-2:], self.patches, self.info.patch_size, self.stride)
+        if per_patch > self.batch_size:
+            for i in range(ref.shape[0]):
+                parts = [self._patch_scores(self._patchify(ref[i : i + 1], select)[0],
+                                            self._patchify(dist[i : i + 1], select)[0], fn)
+                         for select in (slice(s, s + self.batch_size) for s in range(0, per_patch, self.batch_size))]
+                out = torch.cat(parts)
+                yield out.view(1, per_patch, *out.shape[1:])
+            return
+        pairs_per_step = self.batch_size // per_patch
         for i in range(0, ref.shape[0], pairs_per_step):
             r, d = self._patchify(ref[i : i + pairs_per_step]), self._patchify(dist[i : i + pairs_per_step])
             out = self._patch_scores(r.flatten(0, 1), d.flatten(0, 1), fn)

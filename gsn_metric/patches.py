@@ -74,8 +74,27 @@ def patch_boxes(height: int, width: int, mode: PatchMode = "five", size: int = P
     return [(top, left, size, size) for top, left in boxes]
 
 
+def _boxes(height: int, width: int, mode: PatchMode, size: int, stride: int | None) -> list[tuple[int, int]] | None:
+    """(top, left) of the patches of an image already padded to at least ``size``; None: the whole image.
+    "full", and "five" of an image no larger than a patch (its five boxes are the same box: typical SR crops
+    fed to GSNLoss), are one patch: the same mean score at a fifth of the work."""
+    if mode not in PATCH_MODES:
+        raise ValueError(f"patches must be one of {PATCH_MODES}, got {mode!r}")
+    if mode == "full" or (mode == "five" and height == width == size):
+        return None
+    return five_boxes(height, width, size) if mode == "five" else grid_boxes(height, width, size, stride)
+
+
+def count_patches(height: int, width: int, mode: PatchMode = "five", size: int = PATCH_SIZE,
+                  stride: int | None = None) -> int:
+    """How many patches :func:`extract_patches` cuts from an H×W image (without cutting them)."""
+    boxes = _boxes(max(height, size), max(width, size), mode, size, stride)
+    return 1 if boxes is None else len(boxes)
+
+
 def extract_patches(
-    img: torch.Tensor, mode: PatchMode = "five", size: int = PATCH_SIZE, stride: int | None = None
+    img: torch.Tensor, mode: PatchMode = "five", size: int = PATCH_SIZE, stride: int | None = None,
+    select: slice = slice(None),
 ) -> torch.Tensor:
     """Cut every image of a batch into the same set of patches.
 
@@ -83,20 +102,17 @@ def extract_patches(
         img: N×C×H×W; padded first if a side is shorter than ``size`` (see the module docstring).
         mode: "five" (4 corners + centre, the paper's protocol), "grid" (``grid_boxes``) or "full" (the
             padded image itself, one "patch" per image).
+        select: which of the patches to cut (e.g. ``slice(64, 128)``), so that many grid tiles can be cut a
+            batch at a time.
     Returns:
         N×P×C×h×w: P patches per image (h = w = ``size`` except for "full"; P = 1 for "five" of an image no
         larger than a patch, whose five boxes coincide).
     """
-    if mode not in PATCH_MODES:
-        raise ValueError(f"patches must be one of {PATCH_MODES}, got {mode!r}")
     img = pad_to(img, size)
-    h, w = img.shape[-2:]
-    # "full", and "five" of an image no larger than a patch (its five boxes are the same box: typical SR crops
-    # fed to GSNLoss): one patch, the same mean score at a fifth of the work.
-    if mode == "full" or (mode == "five" and h == w == size):
-        return img.unsqueeze(1)
-    boxes = five_boxes(h, w, size) if mode == "five" else grid_boxes(h, w, size, stride)
-    return torch.stack([img[..., t : t + size, l : l + size] for t, l in boxes], dim=1)
+    boxes = _boxes(*img.shape[-2:], mode, size, stride)
+    if boxes is None:
+        return img.unsqueeze(1)[:, select]
+    return torch.stack([img[..., t : t + size, l : l + size] for t, l in boxes[select]], dim=1)
 
 
 def paired_random_crop(

@@ -208,3 +208,23 @@ def test_reference_reuse_keeps_gradients(tiny_weights):
         metric.encode_reference(torch.rand(2, 3, 32, 32))
     with pytest.raises(ValueError):
         metric.encode_reference(ref)(torch.rand(1, 3, 32, 40))
+
+
+def test_grid_tiles_are_cut_batch_size_at_a_time(tiny_weights, monkeypatch):
+    torch.manual_seed(0)
+    ref, dist = torch.rand(2, 3, 64, 64), torch.rand(2, 3, 64, 64)
+    wide = GSNScore(tiny_weights, device="cpu", patches="grid", stride=8, batch_size=64)
+    expected = wide(ref, dist)  # 25 tiles per image, all at once
+    small = GSNScore(tiny_weights, device="cpu", patches="grid", stride=8, batch_size=7)
+    cut = []
+    real = extract_patches
+
+    def spy(*args, **kwargs):
+        out = real(*args, **kwargs)
+        cut.append(out.shape[0] * out.shape[1])
+        return out
+
+    monkeypatch.setattr(gsn_metric.metric, "extract_patches", spy)
+    torch.testing.assert_close(small(ref, dist), expected, rtol=1e-5, atol=1e-6)
+    assert max(cut) <= 7 and sum(cut) == 2 * 2 * 25
+    torch.testing.assert_close(small.quality_map(ref, dist).sum((1, 2, 3)), expected, rtol=1e-4, atol=1e-5)
