@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import itertools
 import numbers
 import os
 from collections.abc import Iterable, Iterator
@@ -161,10 +162,36 @@ class GSNScore(nn.Module):
                 yield out.view(1, per_patch, *out.shape[1:])
             return
         pairs_per_step = self.batch_size // per_patch
+        if self.patches == "full":
+            pairs_per_step = self._full_pairs_that_fit(*ref.shape[-2:], pairs_per_step, torch.is_grad_enabled())
         for i in range(0, ref.shape[0], pairs_per_step):
             r, d = self._patchify(ref[i : i + pairs_per_step]), self._patchify(dist[i : i + pairs_per_step])
             out = self._patch_scores(r.flatten(0, 1), d.flatten(0, 1), fn)
             yield out.view(r.shape[0], per_patch, *out.shape[1:])
+
+    def _full_pairs_that_fit(self, height: int, width: int, wanted: int, grad: bool) -> int:
+        """``patches="full"`` runs whole images through the network: how many pairs of H×W fit one forward pass
+        (at most ``wanted``), from an estimate of the full-resolution activations against the memory available
+        now; ``RuntimeError`` with the estimate when not even one pair fits (never an allocator crash).
+
+        Estimate: both sides × the widest full-resolution layer's input + output (inference), or every
+        full-resolution layer's output twice (autograd keeps them, BatchNorm and ReLU included), in the
+        network's dtype, per pixel of the padded image."""
+        c = self.net.config
+        widths = [3, c.stem, *c.blocks[0]]
+        per_pixel = max(a + b for a, b in itertools.pairwise(widths)) if not grad else 2 * sum(widths[1:])
+        pixels = max(height, self.info.patch_size) * max(width, self.info.patch_size)
+        need = 2 * per_pixel * pixels * self._param.element_size()
+        free = _available_memory(self._param.device)
+        if free is None or need * wanted <= free:
+            return wanted
+        if need > free:
+            raise RuntimeError(
+                f"patches='full' on a {width}×{height} pair needs about {need / 2**30:.1f} GiB for one forward pass "
+                f"(the network's full-resolution layers), more than the {free / 2**30:.1f} GiB available on "
+                f"{self._param.device}; use patches='grid' (tiles of {self.info.patch_size} px covering the whole "
+                "image, memory bounded by batch_size) or downscale the images")
+        return max(1, int(free // need))
 
     def forward(self, ref: Any, dist: Any) -> torch.Tensor:
         ref, dist = self._prepare(ref, dist)
@@ -268,6 +295,18 @@ class GSNScore(nn.Module):
     def extra_repr(self) -> str:
         return (f"weights={str(self.info.path)!r}, patches={self.patches!r}, batch_size={self.batch_size}, "
                 f"input_range={self.input_range}, reduction={self.reduction!r}")
+
+
+def _available_memory(device: torch.device) -> int | None:
+    """Bytes that can be allocated now on ``device`` (CUDA: free device memory; CPU: Linux's MemAvailable);
+    None where it cannot be told."""
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    try:
+        line = next(x for x in Path("/proc/meminfo").read_text().splitlines() if x.startswith("MemAvailable:"))
+    except (OSError, StopIteration):
+        return None
+    return int(line.split()[1]) * 1024
 
 
 def _same_source(a: Any, b: Any) -> bool:

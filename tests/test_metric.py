@@ -228,3 +228,19 @@ def test_grid_tiles_are_cut_batch_size_at_a_time(tiny_weights, monkeypatch):
     torch.testing.assert_close(small(ref, dist), expected, rtol=1e-5, atol=1e-6)
     assert max(cut) <= 7 and sum(cut) == 2 * 2 * 25
     torch.testing.assert_close(small.quality_map(ref, dist).sum((1, 2, 3)), expected, rtol=1e-4, atol=1e-5)
+
+
+def test_full_mode_refuses_what_cannot_fit(tiny_weights, monkeypatch):
+    metric = GSNScore(tiny_weights, device="cpu", patches="full", batch_size=8)
+    ref = torch.rand(4, 3, 64, 80)
+    with torch.no_grad():  # the inference estimate (under autograd every layer is kept: a larger one)
+        expected = metric(ref, ref.flip(-1))
+        # Memory for two pairs at a time: the same scores, fewer pairs per forward pass.
+        need = 2 * max(a + b for a, b in zip([3, 4, 6, 8], [4, 6, 8, 6])) * 64 * 80 * 4
+        monkeypatch.setattr(gsn_metric.metric, "_available_memory", lambda device: 2 * need + 1)
+        assert metric._full_pairs_that_fit(64, 80, 8, False) == 2
+        torch.testing.assert_close(metric(ref, ref.flip(-1)), expected)
+        # Not even one: a clear refusal naming the estimate and the way out, before any allocation.
+        monkeypatch.setattr(gsn_metric.metric, "_available_memory", lambda device: need // 2)
+        with pytest.raises(RuntimeError, match=r"patches='full' on a 80×64 pair needs about .* use patches='grid'"):
+            metric(ref, ref)
