@@ -12,6 +12,9 @@ rebuild and interpret the network:
 ``score_range``           JSON ``[lo, hi]`` of that scale; higher = better always
 ``patch_size``            the side of the square patches it was trained on and scores (the paper: 192)
 ``gsn_metric_version``    the library version that wrote it
+``tensors_sha256``        sha256 of the tensors (names, dtypes, shapes, bytes), checked on load: a file
+                          shared without its manifest still refuses a flipped byte (files written before
+                          it existed have none; their manifest's sha256 covers them)
 ========================  =====================================================================
 
 A manifest (``manifest.json``) lists files by name with their sha256 and measured results. The bundled
@@ -201,7 +204,10 @@ def load_model(
             "is damaged: export it again with gsn_metric.weights.save_weights"
         ) from err
     model = GSN(config)
-    _load_state(model, state, path)
+    _load_state(model, state, path)  # first: missing keys, shapes and NaN have the more useful messages
+    if "tensors_sha256" in meta and _tensors_sha256(state) != meta["tensors_sha256"]:
+        raise ValueError(f"{path} is corrupt: its tensors do not match the checksum in its own metadata "
+                         "(tensors_sha256); download or export it again")
     info = WeightsInfo(
         path=path,
         sha256=digest,
@@ -228,6 +234,16 @@ def _parse_metadata(meta: dict[str, str]) -> tuple[GSNConfig, tuple[float, float
     if patch_size < 8:  # three stride-2 poolings (model.GSN)
         raise ValueError(f"patch_size must be at least 8, got {patch_size}")
     return config, (lo, hi), patch_size
+
+
+def _tensors_sha256(state: dict[str, torch.Tensor]) -> str:
+    """sha256 of a state dict's tensors in name order: name, dtype, shape and raw bytes of each."""
+    digest = hashlib.sha256()
+    for name in sorted(state):
+        t = state[name].detach().cpu().contiguous()
+        digest.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return digest.hexdigest()
 
 
 def _load_state(model: GSN, state: dict[str, torch.Tensor], path: Path) -> None:
@@ -297,6 +313,7 @@ def save_weights(
         "gsn_metric_version": __version__,
     }
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    meta["tensors_sha256"] = _tensors_sha256(state)
     tmp = path.with_name(path.name + ".tmp")
     save_file(state, str(tmp), metadata=meta)
     _sort_metadata(tmp)

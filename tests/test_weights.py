@@ -191,3 +191,15 @@ def _export_three(tmp_path, tiny_model, digests):
         digests.add(W.save_weights(tiny_model, path, training_data="x", score_name="y", score_range=(1.0, 5.0),
                                  patch_size=32))
         assert path.stat().st_mode & 0o777 == 0o644  # umask 022: readable by group and others, as files usually are
+
+
+def test_a_file_shared_alone_refuses_a_flipped_data_byte(tmp_path, tiny_model):
+    path = tmp_path / "alone.safetensors"
+    W.save_weights(tiny_model, path, training_data="x", score_name="y", score_range=(1.0, 5.0), patch_size=32)
+    (tmp_path / "manifest.json").unlink()  # shared without its manifest
+    W.load_model(path)
+    data = bytearray(path.read_bytes())
+    data[-3] ^= 0x10  # a byte of the last tensor's data
+    path.write_bytes(bytes(data))
+    with pytest.raises(ValueError, match="tensors_sha256"):
+        W.load_model(path)
