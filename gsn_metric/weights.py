@@ -88,6 +88,19 @@ def _read_manifest(directory: Path) -> dict[str, Any]:
     return manifest
 
 
+def _manifest_beside(directory: Path) -> list[dict[str, Any]]:
+    """Entries of the gsn-metric manifest in the folder of an explicit weight file. Another tool's
+    ``manifest.json`` there (JSON without a ``weights`` mapping, or not JSON) is not ours and is ignored: the
+    file's own ``tensors_sha256`` still guards it. A gsn-metric manifest with bad entries is an error."""
+    try:
+        raw = json.loads((directory / MANIFEST).read_text())
+    except (OSError, ValueError):
+        return []
+    if not isinstance(raw, dict) or "weights" not in raw:
+        return []
+    return list(_read_manifest(directory)["weights"].values())
+
+
 def _manifest_problem(manifest: Any) -> str | None:
     if not isinstance(manifest, dict) or not isinstance(manifest.get("weights"), dict):
         return "no 'weights' mapping"
@@ -122,7 +135,7 @@ def resolve(spec: str | os.PathLike | None) -> tuple[Path, dict[str, Any] | None
         spec = manifest["default"]
     path = Path(spec).expanduser()
     if path.is_file():
-        beside = _read_manifest(path.parent)["weights"].values()
+        beside = _manifest_beside(path.parent)
         return path, next((e for e in beside if e.get("file") == path.name), None), None
     if path.is_dir():
         found = ", ".join(sorted(p.name for p in path.glob("*.safetensors"))[:5]) or "none"

@@ -165,7 +165,7 @@ def test_a_folder_or_a_home_path_is_understood(tmp_path, tiny_weights, monkeypat
     assert W.load_model("~/tiny.safetensors")[1].path == Path(tiny_weights)
 
 
-@pytest.mark.parametrize("text", ['[1, 2]', '{"weights": {"tiny": "tiny.safetensors"}}'])
+@pytest.mark.parametrize("text", ['{"weights": {"tiny": "tiny.safetensors"}}', '{"weights": [1, 2]}'])
 def test_malformed_manifest_beside_the_file_is_named(tiny_weights, text):
     (Path(tiny_weights).parent / "manifest.json").write_text(text)
     with pytest.raises(ValueError, match="manifest.json is not a valid gsn-metric manifest"):
@@ -202,4 +202,18 @@ def test_a_file_shared_alone_refuses_a_flipped_data_byte(tmp_path, tiny_model):
     data[-3] ^= 0x10  # a byte of the last tensor's data
     path.write_bytes(bytes(data))
     with pytest.raises(ValueError, match="tensors_sha256"):
+        W.load_model(path)
+
+
+def test_another_tools_manifest_beside_a_weight_file_is_ignored(tmp_path, tiny_model):
+    path = tmp_path / "w.safetensors"
+    W.save_weights(tiny_model, path, training_data="x", score_name="y", score_range=(1.0, 5.0), patch_size=32)
+    (tmp_path / "manifest.json").write_text('{"name": "some web app", "icons": []}')
+    W.load_model(path)
+    (tmp_path / "manifest.json").write_text("not json at all")
+    W.load_model(path)
+    (tmp_path / "manifest.json").write_text("[1, 2]")
+    W.load_model(path)
+    (tmp_path / "manifest.json").write_text('{"format": 1, "weights": {"w": "not a mapping"}}')
+    with pytest.raises(ValueError, match="not a valid gsn-metric manifest"):
         W.load_model(path)
