@@ -12,9 +12,10 @@ rebuild and interpret the network:
 ``score_range``           JSON ``[lo, hi]`` of that scale; higher = better always
 ``patch_size``            the side of the square patches it was trained on and scores (the paper: 192)
 ``gsn_metric_version``    the library version that wrote it
-``tensors_sha256``        sha256 of the tensors (names, dtypes, shapes, bytes), checked on load: a file
-                          shared without its manifest still refuses a flipped byte (files written before
-                          it existed have none; their manifest's sha256 covers them)
+``content_sha256``        sha256 of the tensors (names, dtypes, shapes, bytes) and of every other metadata
+                          entry, checked on load: a file shared without its manifest still refuses a
+                          flipped byte (files written before it existed have none; their manifest's
+                          sha256 covers them)
 ========================  =====================================================================
 
 A manifest (``manifest.json``) lists files by name with their sha256 and measured results. The bundled
@@ -91,7 +92,7 @@ def _read_manifest(directory: Path) -> dict[str, Any]:
 def _manifest_beside(directory: Path) -> list[dict[str, Any]]:
     """Entries of the gsn-metric manifest in the folder of an explicit weight file. Another tool's
     ``manifest.json`` there (JSON without a ``weights`` mapping, or not JSON) is not ours and is ignored: the
-    file's own ``tensors_sha256`` still guards it. A gsn-metric manifest with bad entries is an error."""
+    file's own ``content_sha256`` still guards it. A gsn-metric manifest with bad entries is an error."""
     try:
         raw = json.loads((directory / MANIFEST).read_text())
     except (OSError, ValueError):
@@ -218,9 +219,9 @@ def load_model(
         ) from err
     model = GSN(config)
     _load_state(model, state, path)  # first: missing keys, shapes and NaN have the more useful messages
-    if "tensors_sha256" in meta and _tensors_sha256(state) != meta["tensors_sha256"]:
-        raise ValueError(f"{path} is corrupt: its tensors do not match the checksum in its own metadata "
-                         "(tensors_sha256); download or export it again")
+    if "content_sha256" in meta and _content_sha256(state, meta) != meta["content_sha256"]:
+        raise ValueError(f"{path} is corrupt: its tensors or metadata do not match the checksum in its own "
+                         "metadata (content_sha256); download or export it again")
     info = WeightsInfo(
         path=path,
         sha256=digest,
@@ -249,9 +250,11 @@ def _parse_metadata(meta: dict[str, str]) -> tuple[GSNConfig, tuple[float, float
     return config, (lo, hi), patch_size
 
 
-def _tensors_sha256(state: dict[str, torch.Tensor]) -> str:
-    """sha256 of a state dict's tensors in name order: name, dtype, shape and raw bytes of each."""
-    digest = hashlib.sha256()
+def _content_sha256(state: dict[str, torch.Tensor], meta: dict[str, str]) -> str:
+    """sha256 of the metadata entries (but ``content_sha256`` itself) and of the tensors, both in name order:
+    name, dtype, shape and raw bytes of each tensor."""
+    digest = hashlib.sha256(json.dumps({k: v for k, v in meta.items() if k != "content_sha256"},
+                                       sort_keys=True).encode())
     for name in sorted(state):
         t = state[name].detach().cpu().contiguous()
         digest.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
@@ -326,7 +329,7 @@ def save_weights(
         "gsn_metric_version": __version__,
     }
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    meta["tensors_sha256"] = _tensors_sha256(state)
+    meta["content_sha256"] = _content_sha256(state, meta)
     tmp = path.with_name(path.name + ".tmp")
     save_file(state, str(tmp), metadata=meta)
     _sort_metadata(tmp)

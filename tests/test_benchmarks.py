@@ -7,6 +7,8 @@ import importlib.util
 import json
 from pathlib import Path
 
+import gsn_metric
+
 from .train_fixtures import make_kadid_like
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
@@ -46,3 +48,14 @@ def test_quality_table_for_gsn_and_psnr(tmp_path, tiny_weights, capsys):
     results = json.loads(out_json.read_text())["results"]
     # PSNR falls with blur and noise strength, as the fixture's scores do: it must agree with them.
     assert results["PSNR (plain torch)"]["all"]["srcc"] > 0.5
+
+
+def test_reliability_bad_inputs_and_tampering(tmp_path, tiny_weights):
+    rel = load_script("reliability")
+    tally = rel.Tally()
+    (tmp_path / "files").mkdir()
+    metric = gsn_metric.GSNScore(tiny_weights, device="cpu")
+    rel.bad_inputs(metric, tiny_weights, tmp_path / "files", 48, tally)
+    assert tally.tried >= 60 and (tally.crashes, tally.silent) == (0, 0), tally.failures
+    refused, tried, loaded = rel.tampering(tmp_path / "tamper")
+    assert refused == tried and not loaded, loaded

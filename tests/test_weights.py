@@ -201,7 +201,12 @@ def test_a_file_shared_alone_refuses_a_flipped_data_byte(tmp_path, tiny_model):
     data = bytearray(path.read_bytes())
     data[-3] ^= 0x10  # a byte of the last tensor's data
     path.write_bytes(bytes(data))
-    with pytest.raises(ValueError, match="tensors_sha256"):
+    with pytest.raises(ValueError, match="content_sha256"):
+        W.load_model(path)
+    # and a metadata value changed in place (patch size 32 -> 33: other scores, no other error)
+    data[-3] ^= 0x10
+    path.write_bytes(bytes(data).replace(b'"patch_size":"32"', b'"patch_size":"33"'))
+    with pytest.raises(ValueError, match="content_sha256"):
         W.load_model(path)
 
 
