@@ -1,6 +1,6 @@
 """Score every image of a folder of distorted images against the same-named reference, batching across pairs.
 
-    python examples/score_folder.py REF_DIR DIST_DIR --weights path/to/gsn.safetensors [--out scores.csv]
+    python examples/score_folder.py REF_DIR DIST_DIR [--weights path/to/gsn.safetensors] [--out scores.csv]
 
 The command line does the same (`python -m gsn_metric REF_DIR DIST_DIR --format csv`); this shows the API.
 """

@@ -1,6 +1,6 @@
 """Score the bundled example pair (or any two images) with GSN.
 
-    python examples/score_pair.py --weights path/to/gsn.safetensors [REF DIST]
+    python examples/score_pair.py [--weights path/to/gsn.safetensors] [REF DIST]
 """
 
 import argparse

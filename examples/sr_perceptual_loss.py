@@ -1,6 +1,6 @@
 """GSN as a perceptual loss: a tiny ×2 super-resolution network trained a few steps with L1 + GSNLoss.
 
-    python examples/sr_perceptual_loss.py --weights path/to/gsn.safetensors [--steps 20]
+    python examples/sr_perceptual_loss.py [--weights path/to/gsn.safetensors] [--steps 20]
 
 The high-resolution targets are random crops of examples/reference.png; the inputs are their bicubic
 downscales. It prints the L1, the GSN loss and the GSN score of the network's output as training goes.
