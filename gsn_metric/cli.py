@@ -69,12 +69,20 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def discover_pairs(args: argparse.Namespace) -> list[tuple[Path, Path]]:
-    """The (reference, distorted) paths the arguments ask for; raises UsageError if they make no sense."""
+def discover_pairs(args: argparse.Namespace) -> tuple[list[tuple[Path, Path]], list[tuple[str, str]]]:
+    """The (reference, distorted) paths the arguments ask for, and how to show them in the output (a pairs
+    CSV's own values; the paths otherwise); raises UsageError if they make no sense."""
     if args.pairs:
         if args.ref or args.dist:
             raise UsageError("give either REF DIST or --pairs CSV, not both")
-        return _pairs_from_csv(Path(args.pairs))
+        shown = _pairs_from_csv(Path(args.pairs))
+        base = Path(args.pairs).parent
+        return [(base / r, base / d) for r, d in shown], shown
+    pairs = _paths_from_arguments(args)
+    return pairs, [(str(r), str(d)) for r, d in pairs]
+
+
+def _paths_from_arguments(args: argparse.Namespace) -> list[tuple[Path, Path]]:
     if not (args.ref and args.dist):
         raise UsageError("give a reference and a distorted image (or two folders, or --pairs CSV)")
     ref, dist = Path(args.ref), Path(args.dist)
@@ -128,7 +136,8 @@ def _pairs_from_folders(ref_dir: Path, dist_dir: Path) -> list[tuple[Path, Path]
     return [pairs[name] for name in sorted(pairs)]
 
 
-def _pairs_from_csv(path: Path) -> list[tuple[Path, Path]]:
+def _pairs_from_csv(path: Path) -> list[tuple[str, str]]:
+    """The (ref, dist) values of a pairs CSV, as written (relative to its folder)."""
     if not path.is_file():
         raise FileNotFoundError(f"pairs file {path} does not exist")
     # utf-8-sig: spreadsheet programs start their UTF-8 CSVs with a byte-order mark, which would hide "ref".
@@ -143,13 +152,13 @@ def _pairs_from_csv(path: Path) -> list[tuple[Path, Path]]:
             ref, dist = (row[columns[c]].strip() if row[columns[c]] else "" for c in ("ref", "dist"))
             if not ref or not dist:
                 raise UsageError(f"{path} line {reader.line_num}: needs both a ref and a dist path")
-            pairs.append((path.parent / ref, path.parent / dist))
+            pairs.append((ref, dist))
     if not pairs:
         raise UsageError(f"{path} lists no pairs")
     return pairs
 
 
-def format_scores(pairs: Sequence[tuple[Path, Path]], scores: Sequence[float | None], errors: dict[int, str],
+def format_scores(pairs: Sequence[tuple[str | Path, str | Path]], scores: Sequence[float | None], errors: dict[int, str],
                   fmt: str, score_name: str) -> str:
     """Render scores as text (one pair: the bare score; several: 'distorted<TAB>score'), CSV or JSON.
 
@@ -278,7 +287,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        pairs = discover_pairs(args)
+        pairs, shown = discover_pairs(args)
         if args.batch_size < 1:
             raise UsageError(f"--batch-size must be at least 1, got {args.batch_size}")
         from .metric import GSNScore  # after argument checks: importing torch takes a while
@@ -304,7 +313,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if errors and len(pairs) > 1:
         print(f"gsn_metric: {len(errors)} of {len(pairs)} pairs could not be scored (listed above); the others "
               "were", file=sys.stderr)
-    output = format_scores(pairs, scores, errors, args.format, metric.info.score_name)
+    output = format_scores(shown, scores, errors, args.format, metric.info.score_name)
     if output:
         print(output)
     return 1 if errors else 0

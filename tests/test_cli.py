@@ -171,6 +171,10 @@ def test_pairs_csv_header_in_any_case_and_spaces(images, tiny_weights, capsys):
     (images / "pairs.csv").write_text("Ref, DIST\nrefs/a.png, dists/a.png\n")
     assert main(["--pairs", str(images / "pairs.csv"), "--weights", tiny_weights]) == 0
     float(capsys.readouterr().out.strip())
+    # the output echoes the CSV's own values, not the paths joined with the CSV's folder
+    assert main(["--pairs", str(images / "pairs.csv"), "--weights", tiny_weights, "--format", "json"]) == 0
+    row = json.loads(capsys.readouterr().out)["pairs"][0]
+    assert (row["ref"], row["dist"]) == ("refs/a.png", "dists/a.png")
 
 
 def test_stride_and_device_usage(images, tiny_weights, capsys):
