@@ -448,7 +448,8 @@ def _train(args: argparse.Namespace, rank: int, world: int, device: torch.device
             for k, v in terms.items():
                 sums[k] = sums.get(k, 0.0) + float(v)
             _check_diverged(float(terms["total"]), epoch, step, out, amp_dtype)
-            bar.set_postfix(loss=f"{sums['total'] / n_batches:.4f}")
+            # refresh=False: a refresh here would print the stale count of a bar that only syncs it every minute
+            bar.set_postfix(loss=f"{sums['total'] / n_batches:.4f}", refresh=False)
             if args.max_steps is not None and step >= args.max_steps:
                 break
             if time.monotonic() >= deadline:
