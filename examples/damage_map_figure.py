@@ -53,7 +53,8 @@ def main() -> None:
         print(f"  {name:20s} {part:+.4f} ({100 * part / total:.0f} % of the damage, {100 * bh * bw / (h * w):.0f} % "
               f"of the pixels)")
     boxes = patch_boxes(h, w, "grid", metric.info.patch_size)
-    title = f"{args.image.name}: blur top-left, noise bottom-right, JPEG centre (KADID level {args.level:g})"
+    title = (f"{args.image.name}: blur top-left, noise bottom-right, JPEG centre (KADID level {args.level:g}); "
+             f"weights {metric.info.name or args.weights}")
     damage_figure(ref, dist, damage, score, metric.info.score_name, boxes, title=title).save(args.out)
     print(f"wrote {args.out}")
 
