@@ -367,16 +367,19 @@ class ReferenceEncoding:
         """N scores of prepared N×3×H×W distorted images (the reference's size)."""
         m = self._metric
         count = self.patches
+        step = max(1, m.batch_size // count)  # whole pairs per pass, or one pair whose many tiles are sliced
         out = []
-        for i in range(0, dist.shape[0], max(1, m.batch_size // count)):
-            patches = m._patchify(dist[i : i + max(1, m.batch_size // count)]).flatten(0, 1)
-            scores = []
+        for i in range(0, dist.shape[0], step):
+            chunk, scores = dist[i : i + step], []
             with m._autocast():
-                for start in range(0, patches.shape[0], m.batch_size):
-                    d = patches[start : start + m.batch_size].contiguous(memory_format=m._layout)
-                    index = torch.arange(start, start + d.shape[0], device=d.device) % count
-                    scores.append(m.net.head([level[index] for level in self.levels], m.net.branch(d)).float())
-            out.append(torch.cat(scores).view(-1, count).mean(1))
+                for start in range(0, count, m.batch_size):  # patches cut batch_size at a time, as in _per_pair
+                    select = slice(start, start + m.batch_size)
+                    d = m._patchify(chunk, select)  # k×p×3×S×S
+                    k, p = d.shape[:2]
+                    ref_levels = [level[select].repeat(k, 1, 1, 1) for level in self.levels]
+                    d = d.flatten(0, 1).contiguous(memory_format=m._layout)
+                    scores.append(m.net.head(ref_levels, m.net.branch(d)).float().view(k, p))
+            out.append(torch.cat(scores, dim=1).mean(1))
         return torch.cat(out)
 
     def __call__(self, dist: Any) -> torch.Tensor:

@@ -182,8 +182,9 @@ def test_reference_reuse_equals_pairwise(tiny_weights):
     torch.manual_seed(0)
     ref = torch.rand(1, 3, 40, 50)
     dists = (ref + 0.1 * torch.randn(7, 3, 40, 50)).clamp(0, 1)
-    for mode in ("five", "grid", "full"):
-        metric = GSNScore(tiny_weights, device="cpu", patches=mode, batch_size=8)
+    # grid with batch_size 4: six tiles per image, cut in slices (the reference's features sliced alike)
+    for mode, batch in (("five", 8), ("grid", 8), ("grid", 4), ("full", 8)):
+        metric = GSNScore(tiny_weights, device="cpu", patches=mode, batch_size=batch)
         pairwise = torch.cat([metric(ref, d[None]) for d in dists])
         encoding = metric.encode_reference(ref[0])
         torch.testing.assert_close(encoding(dists), pairwise, rtol=1e-5, atol=1e-6)
