@@ -70,7 +70,7 @@ _RESUMABLE_CHANGES = {"epochs", "workers", "device", "resume", "max_steps", "val
                       "name", "weights_dir", "default", "peers", "must_beat"}  # release's own: not training
 # Flags that may not: they change the train/val split, the validation items or the patch size, so the run
 # would train on what it validated on before, and its "best" would compare scores of different val sets.
-_FIXED_ON_RESUME = {"dataset", "seed", "val_fraction", "patch_size", "lower_is_better", "type_weights",
+_FIXED_ON_RESUME = {"dataset", "seed", "draw_offset", "val_fraction", "patch_size", "lower_is_better", "type_weights",
                     "resize_short"}
 
 
@@ -120,6 +120,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--max-steps", type=int, default=None,
                    help="stop after this many optimiser steps in all, ending the epoch there (a later --resume "
                         "with a higher value, or none, continues that epoch where it stopped)")
+    g.add_argument("--draw-offset", type=int, default=0, metavar="EPOCHS",
+                   help="draw order, crops and distortions as epoch N+EPOCHS would: a run continued with --init "
+                        "from weights trained EPOCHS epochs on the same --seed sees new pairs, not the same again "
+                        "(validation items do not depend on it)")
 
 
 def model_config(args: argparse.Namespace) -> GSNConfig:
@@ -415,11 +419,12 @@ def _train(args: argparse.Namespace, rank: int, world: int, device: torch.device
         if (args.max_steps is not None and step >= args.max_steps) or out_of_time:
             break
         # The epoch alone decides order and crops (resume = uninterrupted run); see the module docstring.
-        sampler.set_epoch(epoch)
+        draw = epoch + args.draw_offset
+        sampler.set_epoch(draw)
         # A partial epoch (--max-steps) continues after its last pair: the order is the uninterrupted run's.
         resumable.skip, skip_samples = skip_samples, 0
-        train_set.set_epoch(epoch)
-        loader_rng.manual_seed(_mix(args.seed, epoch, rank))
+        train_set.set_epoch(draw)
+        loader_rng.manual_seed(_mix(args.seed, draw, rank))
         net.train()
         sums: dict[str, float] = {}
         n_batches, n_pairs, t0 = 0, 0, time.perf_counter()

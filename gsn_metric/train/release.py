@@ -177,7 +177,7 @@ def main(args: argparse.Namespace) -> int:
         "commit": json.loads(started.read_text())["commit"],
         "recipe": {k: v for k, v in loop._cli_flags(args).items()
                    if k in {"dataset", "epochs", "epoch_length", "batch_size", "lr", "lr_schedule", "warmup_steps",
-                            "weight_decay", "alpha", "beta", "mse_weight", "patch_size", "seed", "init",
+                            "weight_decay", "alpha", "beta", "mse_weight", "patch_size", "seed", "init", "draw_offset",
                             "continuous_levels", "type_weights"}},
         "validation": validation,
     }
