@@ -21,6 +21,7 @@ from gsn_metric.train.__main__ import main as train_main
 from gsn_metric.train.calibration import human_score, kadid_calibration
 from gsn_metric.train.datasets import add_dataset_arguments, load_dataset, open_dataset
 from gsn_metric.train.distortions import NAMES
+from gsn_metric.train.kept import KeptItems, keep
 from gsn_metric.train.synthetic import SyntheticKADID, parse_levels, parse_type_weights, prepare_reference
 
 from .train_fixtures import reference_image
@@ -247,18 +248,72 @@ def test_synthesize_writes_a_kadid_folder_that_datasets_reads(tmp_path, pristine
     assert table[(7, 5)].mean == pytest.approx(mean_score(7, 5)) and table[(7, 5)].std == 0
 
 
-def test_fit_three_steps_on_synthetic_pairs(tmp_path, pristine, labels):
+def fit_synthetic(pristine: Path, labels: Path, out: Path, *extra: str) -> int:
     argv = ["--dataset", "synthetic-kadid", "--pristine", str(pristine), "--labels", str(labels), "--tiny",
-            "--patch-size", "32", "--batch-size", "6", "--val-fraction", "0.25", "--epochs", "1",
-            "--max-steps", "3", "--workers", "0", "--device", "cpu", "--out", str(tmp_path / "run")]
+            "--patch-size", "32", "--batch-size", "6", "--val-fraction", "0.25", "--epoch-length", "6",
+            "--workers", "0", "--device", "cpu", "--out", str(out), *extra]
     parser = argparse.ArgumentParser()
     loop.add_arguments(parser)
-    assert loop.main(parser.parse_args(argv)) == 0
+    return loop.main(parser.parse_args(argv))
+
+
+def test_fit_three_steps_on_synthetic_pairs(tmp_path, pristine, labels):
+    assert fit_synthetic(pristine, labels, tmp_path / "run", "--epochs", "1", "--epoch-length", "18",
+                         "--max-steps", "3") == 0
     ckpt = loop.load_checkpoint(tmp_path / "run" / loop.CHECKPOINT)
     assert ckpt["step"] == 3 and ckpt["score_range"] == [1.0, 5.0]
     record = ckpt["history"][0]
     assert np.isfinite(record["train"]["total"]) and "srcc" in record["val"]
     assert (tmp_path / "run" / loop.EXPORT).is_file()
+
+
+def test_fit_makes_the_validation_pairs_once(tmp_path, pristine, labels, monkeypatch):
+    made = Counter()
+    real = SyntheticKADID.pair
+
+    def counting(self, index):
+        made["train" if self.train else "val"] += 1
+        return real(self, index)
+
+    monkeypatch.setattr(SyntheticKADID, "pair", counting)
+    assert fit_synthetic(pristine, labels, tmp_path / "run", "--epochs", "3") == 0
+    ckpt = loop.load_checkpoint(tmp_path / "run" / loop.CHECKPOINT)
+    vals = [h["val"] for h in ckpt["history"]]
+    assert len(vals) == 3 and all("srcc" in v for v in vals)
+    # one validation photo x 25 types x 5 levels, made once for three validations (+1: the size estimate)
+    assert made == {"train": 3 * 6, "val": 125 + 1}
+
+
+def test_kept_items_equal_the_made_ones(pristine, labels):
+    val = make(pristine, labels, train=False, split="val", val_fraction=0.25)
+    kept = KeptItems(val)
+    assert len(kept) == len(val) == 125 and kept.nbytes == 126 * 5 * 3 * 32 * 32  # one reference stored once
+    for i in (0, 1, 64, 124):
+        a, b = kept[i], val[i]
+        assert torch.equal(a["ref"], b["ref"]) and torch.equal(a["dist"], b["dist"])
+        assert a["score"] == b["score"] and a["dis_type"] == b["dis_type"]
+    assert keep(val, max_bytes=kept.nbytes // 2) is val  # too large: made again at each use
+    with pytest.raises(ValueError, match="not 8-bit"):
+        KeptItems([{"ref": torch.full((3, 4, 4), 0.3), "dist": torch.zeros(3, 4, 4), "score": 1.0,
+                    "dis_type": "x"}])
+
+
+def test_draw_offset_continues_with_new_pairs(tmp_path, pristine, labels, monkeypatch):
+    seen: list[tuple[int, int]] = []
+    real = SyntheticKADID.pair
+
+    def logging(self, index):
+        if self.train:
+            seen.append((self.epoch, index))
+        return real(self, index)
+
+    monkeypatch.setattr(SyntheticKADID, "pair", logging)
+    fit_synthetic(pristine, labels, tmp_path / "two", "--epochs", "2", "--val-every", "0")
+    second_epoch = [index for epoch, index in seen if epoch == 1]
+    seen.clear()
+    fit_synthetic(pristine, labels, tmp_path / "continued", "--epochs", "1", "--val-every", "0",
+                  "--draw-offset", "1")
+    assert [index for _, index in seen] == second_epoch and {epoch for epoch, _ in seen} == {1}
 
 
 def test_type_weights_parse():

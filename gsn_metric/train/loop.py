@@ -53,9 +53,11 @@ from tqdm import tqdm
 from ..model import GSN, GSNConfig
 from ..weights import save_weights
 from .datasets import add_dataset_arguments, open_dataset
+from .kept import keep
 from .losses import GSNTrainingLoss
 from .optim import build_ranger
 from .outputs import check_writable_dir
+from .synthetic import SyntheticKADID
 
 __all__ = ["TINY", "add_arguments", "load_checkpoint", "main", "model_config"]
 
@@ -354,6 +356,8 @@ def _train(args: argparse.Namespace, rank: int, world: int, device: torch.device
     has_val = args.val_fraction > 0
     train_set = open_dataset(args, "train" if has_val else "all", train=True)
     val_set = open_dataset(args, "val", train=False) if has_val and is_main else None
+    if isinstance(val_set, SyntheticKADID) and args.val_every:  # made on the fly, fixed by the seed: make them once
+        val_set = keep(val_set, num_workers=args.workers)
     lo, hi = (float(v) for v in train_set.score_range)
     local_batch = args.batch_size // world
     sampler = DistributedSampler(train_set, num_replicas=world, rank=rank, shuffle=True, seed=args.seed)
