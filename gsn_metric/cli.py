@@ -190,7 +190,7 @@ def score_pairs(metric: GSNScore, pairs: Sequence[tuple[Path, Path]],
     the pair that fails again is lost. Returns the scores (None where a pair failed) and
     ``{pair index: "pair REF | DIST: why"}`` for the failures.
     """
-    from .images import check_pair, load_image  # imports torch: only once the arguments are known to be good
+    from .images import check_pair, to_batch  # imports torch: only once the arguments are known to be good
 
     errors: dict[int, str] = {}
 
@@ -202,9 +202,9 @@ def score_pairs(metric: GSNScore, pairs: Sequence[tuple[Path, Path]],
             try:
                 # The same reference file as the pair before: the same tensor, which iter_scores then encodes
                 # once for the whole run of pairs (GSNScore.encode_reference).
-                r = last[1] if last[0] == ref else load_image(ref)
+                r = last[1] if last[0] == ref else to_batch(ref, name="reference")[0]
                 last = (ref, r)
-                d = load_image(dist)
+                d = to_batch(dist, name="distorted")[0]  # errors name the side and the file
                 for side, path, img in (("reference", ref, r), ("distorted", dist, d)):
                     if min(img.shape[-2:]) < 2:
                         raise ValueError(f"{side} {path} is {img.shape[-1]}×{img.shape[-2]} pixels, too small to "

@@ -55,6 +55,7 @@ def load_image(path: str | os.PathLike) -> torch.Tensor:
 
     Raises:
         FileNotFoundError: the file does not exist.
+        IsADirectoryError, PermissionError: the path is a folder, or cannot be read.
         ValueError: the file is not a readable image, is truncated or corrupt, has transparency, or has a bit
             depth or mode that cannot be converted without losing information.
 
@@ -314,6 +315,10 @@ def _load_file(path, where: str) -> torch.Tensor:
         raise FileNotFoundError(
             f"{where}: no such file (relative paths are resolved from {os.getcwd()}); check the path"
         ) from None
+    except IsADirectoryError:
+        raise IsADirectoryError(f"{where}: is a folder, not an image file; name an image file in it") from None
+    except PermissionError as err:
+        raise PermissionError(f"{where}: cannot be read ({err.strerror}); check its permissions") from None
     except UnidentifiedImageError:
         raise ValueError(
             f"{where}: not an image format Pillow can read (or the file is corrupt); "

@@ -177,6 +177,14 @@ def test_pairs_csv_header_in_any_case_and_spaces(images, tiny_weights, capsys):
     assert (row["ref"], row["dist"]) == ("refs/a.png", "dists/a.png")
 
 
+def test_pairs_csv_row_naming_a_folder(images, tiny_weights, capsys):
+    (images / "pairs.csv").write_text("ref,dist\nrefs/a.png,dists\nrefs/a.png,dists/a.png\n")
+    assert main(["--pairs", str(images / "pairs.csv"), "--weights", tiny_weights]) == 1
+    out, err = capsys.readouterr()
+    float(out.strip().split()[-1])  # the good row is scored
+    assert "distorted file" in err and "dists': is a folder, not an image file" in err
+
+
 def test_stride_and_device_usage(images, tiny_weights, capsys):
     a = [str(images / "refs/a.png"), str(images / "dists/a.png"), "--weights", tiny_weights]
     assert main([*a, "--patches", "grid", "--stride", "8"]) == 0

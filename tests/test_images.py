@@ -156,6 +156,9 @@ def test_missing_file(tmp_path):
         load_image(tmp_path / "nope.png")
     with pytest.raises(FileNotFoundError, match=r"reference file .*nope\.png"):
         to_batch(str(tmp_path / "nope.png"), name="reference")
+    (tmp_path / "folder.png").mkdir()
+    with pytest.raises(IsADirectoryError, match=r"distorted file .*folder\.png': is a folder, not an image file"):
+        to_batch(str(tmp_path / "folder.png"), name="distorted")
 
 
 def test_garbage_file(tmp_path):
