@@ -2,7 +2,8 @@
 
     python benchmarks/reliability.py [--quick]
 
-Parts (a tiny GSN made here: the checks are about the library's handling, not the network's values):
+Parts (a tiny GSN made here, except where said: the checks are about the library's handling, not the
+network's values):
 
 1. **bad inputs**: a generated corpus of files and in-memory inputs through the API (and the files through the
    command line too), each labelled "must be refused" or "must score": a refusal must be a clear error (an
@@ -15,7 +16,9 @@ Parts (a tiny GSN made here: the checks are about the library's handling, not th
    .safetensors, wrong metadata: every one must be refused.
 5. **memory**: peak RSS of five-patch and grid scoring of many large pairs (files streamed through
    ``iter_scores``), one fresh process each: bounded by ``batch_size``, not by the number of pairs; ``full``
-   mode on the largest: scored or refused, never an allocator crash.
+   mode on the largest: scored or refused, never an allocator crash. Then the paper-width network (random
+   weights: activations, not values, set the memory) at the default ``batch_size``, and ``GSNLoss`` forward +
+   backward on batches of crops, whose kept activations grow with the batch.
 6. **threads**: one ``GSNScore`` shared by 4 threads gives the serial scores.
 
 The last line reads ``reliability: T tried, C crashes, S silent, K/K kills bit-identical, W/W tampered refused``.
@@ -44,7 +47,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from gsn_metric import GSNScore
+from gsn_metric import GSNLoss, GSNScore
 from gsn_metric.cli import main as cli_main
 from gsn_metric.model import GSN, GSNConfig
 from gsn_metric.weights import save_weights
@@ -395,6 +398,19 @@ def memory(work: Path, weights: str, side: tuple[int, int], counts: dict[str, li
     return rows
 
 
+def paper_width_memory(weights: str, ref: Path, dist: Path, pairs: list[int], crops: list[int]) -> list[list[str]]:
+    """Rows as :func:`memory`'s for the paper-width network: five-patch scoring of ``pairs`` pairs of files, and
+    ``GSNLoss`` forward + backward on batches of ``crops`` 192×192 crops (its activations are kept for backward)."""
+    rows = []
+    for n in pairs:
+        spec = {"weights": weights, "mode": "five", "pairs": [[str(ref), str(dist)] if i % 2 == 0 else
+                                                              [str(dist), str(ref)] for i in range(n)]}
+        rows.append(["five, paper width", str(n), *_child(spec)])
+    for n in crops:
+        rows.append(["GSNLoss + backward, paper width", f"{n} crops", *_child({"weights": weights, "loss": n})])
+    return rows
+
+
 def _child(spec: dict) -> list[str]:
     done = subprocess.run([sys.executable, __file__, "--child", json.dumps(spec)], capture_output=True, text=True,
                           check=False)
@@ -409,6 +425,14 @@ def child(spec: dict) -> dict:
         line = next(x for x in Path("/proc/self/status").read_text().splitlines() if x.startswith("VmHWM:"))
         return int(line.split()[1]) / 1024
 
+    if "loss" in spec:
+        loss_fn = GSNLoss(spec["weights"], device="cpu")
+        base = peak()
+        g = torch.Generator().manual_seed(0)
+        output = torch.rand(spec["loss"], 3, 192, 192, generator=g, requires_grad=True)
+        loss_fn(output, torch.rand(spec["loss"], 3, 192, 192, generator=g)).backward()
+        finite = bool(torch.isfinite(output.grad).all())
+        return {"peak_mib": peak() - base, "note": "finite gradients" if finite else "NON-FINITE"}
     metric = GSNScore(spec["weights"], device="cpu", patches=spec["mode"], batch_size=32)
     base = peak()
     try:
@@ -489,8 +513,12 @@ def main(argv: list[str] | None = None) -> int:
         side, counts = (((1000, 1000), {"five": [1, 4], "grid": [1, 4]}) if args.quick else
                         ((3000, 4000), {"five": [1, 8, 64], "grid": [1, 8]}))
         rows = memory(work / "files", big_weights, side, counts)
+        paper = str(work / "paper.safetensors")  # activations, not weights, set the memory: random weights do
+        save_weights(GSN().eval(), paper, training_data="random", score_name="test", score_range=(1.0, 5.0))
+        rows += paper_width_memory(paper, work / "files" / "big_ref.png", work / "files" / "big_dist.png",
+                                   [1] if args.quick else [1, 8], [1] if args.quick else [1, 8])
         print(f"5. memory: peak RSS increase while scoring {side[1]}×{side[0]} pairs streamed from files "
-              "(batch_size 32, tiny network, 192-px patches; fresh process each)\n")
+              "(batch_size 32, 192-px patches, tiny network unless said; fresh process each)\n")
         print("| patches | pairs | peak RSS increase MiB | result |\n|---|---|---|---|")
         print("\n".join("| " + " | ".join(r) + " |" for r in rows))
         for r in rows:
