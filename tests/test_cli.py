@@ -191,3 +191,12 @@ def test_stride_and_device_usage(images, tiny_weights, capsys):
     assert main([*a, "--stride", "8"]) == 2  # five patches have no stride
     assert main([*a, "--device", "gpu"]) == 2
     assert "not a torch device" in capsys.readouterr().err
+
+
+def test_installed_console_script_and_licence():
+    from importlib.metadata import distribution, entry_points
+
+    assert [ep.value for ep in entry_points(group="console_scripts", name="gsn-metric")] == ["gsn_metric.cli:main"]
+    dist = distribution("gsn-metric")
+    assert dist.metadata["License"] == "MIT"
+    assert any(f.name == "LICENSE" for f in dist.files or [])
