@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-__all__ = ["KeptItems", "MAX_BYTES", "keep"]
+__all__ = ["MAX_BYTES", "KeptItems", "keep"]
 
 MAX_BYTES = 2 << 30  # above this the items are made again at each validation instead
 
