@@ -22,7 +22,16 @@ def test_round_trip_keeps_scores_and_metadata(tiny_weights, tiny_model):
     assert manifest["weights"]["tiny"]["sha256"] == info.sha256 == W.sha256_file(tiny_weights)
 
 
-def test_no_released_weights_says_so_plainly():
+def _no_release(monkeypatch, tmp_path):
+    """Pretend the wheel's manifest lists no weights (as before the first release)."""
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "manifest.json").write_text(json.dumps({"format": 1, "default": None, "weights": {}}))
+    monkeypatch.setattr(W, "_bundled_dir", lambda: empty)
+
+
+def test_no_released_weights_says_so_plainly(monkeypatch, tmp_path):
+    _no_release(monkeypatch, tmp_path)
     assert gsn_metric.list_weights() == []
     with pytest.raises(RuntimeError, match="No trained GSN weights are released yet.*python -m gsn_metric.train"):
         gsn_metric.GSNScore(device="cpu")
@@ -222,3 +231,18 @@ def test_another_tools_manifest_beside_a_weight_file_is_ignored(tmp_path, tiny_m
     (tmp_path / "manifest.json").write_text('{"format": 1, "weights": {"w": "not a mapping"}}')
     with pytest.raises(ValueError, match="not a valid gsn-metric manifest"):
         W.load_model(path)
+
+
+@pytest.mark.skipif(not gsn_metric.list_weights(), reason="no released default weights in this checkout")
+def test_shipped_default_loads_without_arguments_and_ranks_the_example_pair():
+    from gsn_metric.images import load_image
+
+    metric = gsn_metric.GSNScore(device="cpu")  # the manifest's default, from the package, sha256 checked
+    manifest = json.loads((W._bundled_dir() / "manifest.json").read_text())
+    entry = manifest["weights"][manifest["default"]]
+    assert metric.info.sha256 == entry["sha256"] == W.sha256_file(W._bundled_dir() / entry["file"])
+    examples = Path(__file__).resolve().parent.parent / "examples"
+    ref, dist = (load_image(examples / name)[None] for name in ("reference.png", "distorted.png"))
+    lo, hi = metric.info.score_range
+    undistorted, jpeg = float(metric(ref, ref)), float(metric(ref, dist))
+    assert lo - 0.5 < jpeg < undistorted < hi + 0.5, (jpeg, undistorted)
