@@ -1,7 +1,7 @@
 """Validation pairs made once and kept in memory as 8-bit.
 
 Synthetic-KADID validation items are distorted on the fly (about 45 ms a pair on one thread) but are fixed by the
-seed, so ``fit`` makes them at its first validation and reuses them at every later one: on a tiny network the
+seed, so ``fit`` makes them once, when it starts, and reuses them at every validation: on a tiny network the
 re-making was about 8× the cost of a training epoch. Their images are multiples of 1/255 (``distort`` rounds to
 8 bits), so uint8 holds them exactly; consecutive items that share a reference (the evaluation order is
 image-major) share one stored copy of it.
