@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
+from gsn_metric import weights as W
 from gsn_metric.model import GSN, GSNConfig
 from gsn_metric.weights import save_weights
 
@@ -36,3 +39,12 @@ def tiny_weights(tmp_path, tiny_model) -> str:
     save_weights(tiny_model, path, training_data="random (test fixture)", score_name="test", score_range=(1.0, 5.0),
                  patch_size=32)
     return str(path)
+
+
+@pytest.fixture
+def no_release(monkeypatch, tmp_path) -> None:
+    """The package's registry as before the first release: a manifest that lists no weights."""
+    empty = tmp_path / "no-release"
+    empty.mkdir()
+    (empty / "manifest.json").write_text(json.dumps({"format": 1, "default": None, "weights": {}}))
+    monkeypatch.setattr(W, "_bundled_dir", lambda: empty)

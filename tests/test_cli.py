@@ -40,12 +40,9 @@ def test_folders_pair_by_name_and_csv_json_output(images, tiny_weights, capsys):
     assert data["higher_is_better"] is True
 
 
-def test_errors_and_exit_codes(images, tiny_weights, capsys, monkeypatch):
+def test_errors_and_exit_codes(images, tiny_weights, capsys, no_release):
     assert main([str(images / "refs/a.png"), str(images / "nope.png"), "--weights", tiny_weights]) == 1
     assert "nope.png does not exist" in capsys.readouterr().err
-    (images / "empty").mkdir()
-    (images / "empty" / "manifest.json").write_text(json.dumps({"format": 1, "default": None, "weights": {}}))
-    monkeypatch.setattr("gsn_metric.weights._bundled_dir", lambda: images / "empty")  # as before a release
     assert main([str(images / "refs/a.png"), str(images / "dists/a.png")]) == 1
     assert "No trained GSN weights" in capsys.readouterr().err
     assert main([str(images / "refs"), str(images / "dists/a.png"), "--weights", tiny_weights]) == 2

@@ -22,16 +22,7 @@ def test_round_trip_keeps_scores_and_metadata(tiny_weights, tiny_model):
     assert manifest["weights"]["tiny"]["sha256"] == info.sha256 == W.sha256_file(tiny_weights)
 
 
-def _no_release(monkeypatch, tmp_path):
-    """Pretend the wheel's manifest lists no weights (as before the first release)."""
-    empty = tmp_path / "empty"
-    empty.mkdir()
-    (empty / "manifest.json").write_text(json.dumps({"format": 1, "default": None, "weights": {}}))
-    monkeypatch.setattr(W, "_bundled_dir", lambda: empty)
-
-
-def test_no_released_weights_says_so_plainly(monkeypatch, tmp_path):
-    _no_release(monkeypatch, tmp_path)
+def test_no_released_weights_says_so_plainly(no_release):
     assert gsn_metric.list_weights() == []
     with pytest.raises(RuntimeError, match="No trained GSN weights are released yet.*python -m gsn_metric.train"):
         gsn_metric.GSNScore(device="cpu")
