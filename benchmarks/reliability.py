@@ -379,22 +379,30 @@ def _refused(load: Callable[[Path], Any], path: Path, name: str, loaded: list[st
 # 5. memory
 
 
-def memory(work: Path, weights: str, side: tuple[int, int], counts: dict[str, list[int]]) -> list[list[str]]:
-    """Rows: mode, pairs, peak RSS MiB, note; each configuration in a fresh process reading files."""
+def big_pair(work: Path, side: tuple[int, int]) -> tuple[Path, Path]:
+    """A random reference of ``side`` (H, W) and a brightened copy, as PNG files in ``work``."""
     rng = np.random.default_rng(0)
     img = rng.integers(0, 256, (*side, 3), dtype=np.uint8)
     ref, dist = work / "big_ref.png", work / "big_dist.png"
     Image.fromarray(img).save(ref, compress_level=1)
     Image.fromarray(np.clip(img.astype(int) + 8, 0, 255).astype(np.uint8)).save(dist, compress_level=1)
+    return ref, dist
+
+
+def _alternating(ref: Path, dist: Path, n: int) -> list[list[str]]:
+    """``n`` pairs whose sides alternate, so that no two consecutive pairs share a reference (no reuse: the
+    general path)."""
+    return [[str(ref), str(dist)] if i % 2 == 0 else [str(dist), str(ref)] for i in range(n)]
+
+
+def memory(weights: str, ref: Path, dist: Path, counts: dict[str, list[int]]) -> list[list[str]]:
+    """Rows: mode, pairs, peak RSS MiB, note; each configuration in a fresh process reading files."""
     rows = []
     for mode in ("five", "grid"):
         for n in counts[mode]:
-            # alternate sides, so that no two consecutive pairs share a reference (no reuse: the general path)
-            pairs = [[str(ref), str(dist)] if i % 2 == 0 else [str(dist), str(ref)] for i in range(n)]
-            spec = {"weights": weights, "mode": mode, "pairs": pairs}
+            spec = {"weights": weights, "mode": mode, "pairs": _alternating(ref, dist, n)}
             rows.append([mode, str(n), *_child(spec)])
-    spec = {"weights": weights, "mode": "full", "pairs": [[str(ref), str(dist)]]}
-    rows.append(["full", "1", *_child(spec)])
+    rows.append(["full", "1", *_child({"weights": weights, "mode": "full", "pairs": [[str(ref), str(dist)]]})])
     return rows
 
 
@@ -403,8 +411,7 @@ def paper_width_memory(weights: str, ref: Path, dist: Path, pairs: list[int], cr
     ``GSNLoss`` forward + backward on batches of ``crops`` 192×192 crops (its activations are kept for backward)."""
     rows = []
     for n in pairs:
-        spec = {"weights": weights, "mode": "five", "pairs": [[str(ref), str(dist)] if i % 2 == 0 else
-                                                              [str(dist), str(ref)] for i in range(n)]}
+        spec = {"weights": weights, "mode": "five", "pairs": _alternating(ref, dist, n)}
         rows.append(["five, paper width", str(n), *_child(spec)])
     for n in crops:
         rows.append(["GSNLoss + backward, paper width", f"{n} crops", *_child({"weights": weights, "loss": n})])
@@ -512,11 +519,11 @@ def main(argv: list[str] | None = None) -> int:
         # grid of 64 12-MP pairs is left out of the full run: ~1,300 tiles a side per pair, ~14 min on 2 cores
         side, counts = (((1000, 1000), {"five": [1, 4], "grid": [1, 4]}) if args.quick else
                         ((3000, 4000), {"five": [1, 8, 64], "grid": [1, 8]}))
-        rows = memory(work / "files", big_weights, side, counts)
+        ref, dist = big_pair(work / "files", side)
+        rows = memory(big_weights, ref, dist, counts)
         paper = str(work / "paper.safetensors")  # activations, not weights, set the memory: random weights do
         save_weights(GSN().eval(), paper, training_data="random", score_name="test", score_range=(1.0, 5.0))
-        rows += paper_width_memory(paper, work / "files" / "big_ref.png", work / "files" / "big_dist.png",
-                                   [1] if args.quick else [1, 8], [1] if args.quick else [1, 8])
+        rows += paper_width_memory(paper, ref, dist, [1] if args.quick else [1, 8], [1] if args.quick else [1, 8])
         print(f"5. memory: peak RSS increase while scoring {side[1]}×{side[0]} pairs streamed from files "
               "(batch_size 32, 192-px patches, tiny network unless said; fresh process each)\n")
         print("| patches | pairs | peak RSS increase MiB | result |\n|---|---|---|---|")

@@ -72,8 +72,8 @@ _RESUMABLE_CHANGES = {"epochs", "workers", "device", "resume", "max_steps", "val
                       "name", "weights_dir", "default", "peers", "must_beat"}  # release's own: not training
 # Flags that may not: they change the train/val split, the validation items or the patch size, so the run
 # would train on what it validated on before, and its "best" would compare scores of different val sets.
-_FIXED_ON_RESUME = {"dataset", "seed", "draw_offset", "val_fraction", "patch_size", "lower_is_better", "type_weights",
-                    "resize_short"}
+_FIXED_ON_RESUME = {"dataset", "seed", "draw_offset", "val_fraction", "patch_size", "lower_is_better",
+                    "type_weights", "resize_short"}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
