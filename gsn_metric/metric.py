@@ -301,7 +301,7 @@ def _available_memory(device: torch.device) -> int | None:
     """Bytes that can be allocated now on ``device`` (CUDA: free device memory; CPU: Linux's MemAvailable);
     None where it cannot be told."""
     if device.type == "cuda":
-        return torch.cuda.mem_get_info(device)[0]
+        return torch.cuda.mem_get_info(device.index)[0]  # None: the current GPU; a bare "cuda" device is refused
     try:
         line = next(x for x in Path("/proc/meminfo").read_text().splitlines() if x.startswith("MemAvailable:"))
     except (OSError, StopIteration):

@@ -70,7 +70,10 @@ class WeightsInfo:
 
 
 def _bundled_dir() -> Path:
-    return Path(str(resources.files("gsn_metric._bundled")))
+    try:
+        return Path(str(resources.files("gsn_metric._bundled")))
+    except ModuleNotFoundError:  # a source checkout on PYTHONPATH, not pip-installed: the files are in its weights/
+        return Path(__file__).resolve().parent.parent / "weights"
 
 
 def _read_manifest(directory: Path) -> dict[str, Any]:

@@ -160,6 +160,8 @@ def _setup_distributed(device_flag: str) -> tuple[int, int, torch.device]:
         if device.type == "cuda" and world > 1:
             device = torch.device(f"cuda:{local_rank}")  # one GPU per process under torchrun
     if device.type == "cuda":
+        if device.index is None:  # set_device refuses a bare "cuda": name the current GPU
+            device = torch.device("cuda", torch.cuda.current_device())
         torch.cuda.set_device(device)
     if world > 1:
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
@@ -210,7 +212,18 @@ def _rng_state() -> dict[str, Any]:
     }
 
 
+def _to_cpu(value: Any) -> Any:
+    if isinstance(value, torch.Tensor):
+        return value.cpu()
+    if isinstance(value, dict):
+        return {k: _to_cpu(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_to_cpu(v) for v in value]
+    return value
+
+
 def _set_rng_state(state: dict[str, Any]) -> None:
+    state = {k: _to_cpu(v) for k, v in state.items()}  # a checkpoint loaded onto a GPU: RNG states live on the host
     py = state["python"]
     random.setstate((py["version"], tuple(py["state"].tolist()), py["gauss"]))
     np_ = state["numpy"]
