@@ -57,6 +57,15 @@ def test_time_limited_pieces_equal_the_uncut_run(data_root, tmp_path):
     assert vals == [h["val"] for h in whole["history"]]
 
 
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_pieces_resume_on_a_bare_cuda_device(data_root, tmp_path):
+    """``--device cuda`` (no index) and a checkpoint loaded onto the GPU: both broke the first GPU lease."""
+    for _ in range(2):
+        run("fit", data_root, tmp_path / "cut", "--device", "cuda", "--epochs", "1", "--time-limit", "0", "--resume")
+    assert loop.load_checkpoint(tmp_path / "cut" / loop.CHECKPOINT)["step"] == 2
+
+
 def test_learning_rate_schedules():
     args = argparse.Namespace(lr=1e-3, lr_schedule="cosine", warmup_steps=4)
     lrs = [loop.learning_rate(args, s, 100) for s in range(100)]
