@@ -7,7 +7,6 @@ from pathlib import Path
 import pytest
 import torch
 
-import gsn_metric
 from gsn_metric import GSNScore
 from gsn_metric.images import load_image
 from gsn_metric.maps import _spread
@@ -44,18 +43,11 @@ def test_five_patches_leave_pixels_uncovered(tiny_weights):
     assert (q[..., 40] == 0).all() and (q[..., 0] != 0).any()
 
 
-CANDIDATE = Path(__file__).resolve().parent.parent / "training" / "gsn-w0125-synthkadid-cpu" / "best.safetensors"
-
-
 @pytest.fixture(scope="module")
 def default_metric():
-    """The released default weights; until there are some, the CPU candidate kept in training/ (a trained
-    network: the property is about trained weights, which a random tiny model does not have)."""
-    if gsn_metric.list_weights():
-        return GSNScore(device="cpu", patches="grid")
-    if not CANDIDATE.is_file():
-        pytest.skip("no released default weights and no kept training candidate in this checkout")
-    return GSNScore(str(CANDIDATE), device="cpu", patches="grid")
+    """The released default weights (a trained network: the property is about trained weights, which a random
+    tiny model does not have)."""
+    return GSNScore(device="cpu", patches="grid")
 
 
 @pytest.mark.parametrize("kind", [1, 11, 10], ids=["blur", "white-noise", "jpeg"])
