@@ -2,22 +2,26 @@
 # The GPU release plan (benchmarks/GPU_RELEASE.md): each stage is one device call of at most 10 minutes.
 #
 #   benchmarks/gpu_release.sh prepare            # here, before the lease: fills .gpu/ (ignored) for `carry`
-#   benchmarks/gpu_release.sh train              # call 1 on the GPU: probe throughput, train, measure, install
-#   benchmarks/gpu_release.sh bench              # call 2 on the GPU: benchmarks/speed.py --device cuda + bf16 check
+#   benchmarks/gpu_release.sh train              # on the GPU: probe throughput, train, measure, install
+#   benchmarks/gpu_release.sh bench              # on the GPU: benchmarks/speed.py --device cuda + bf16 check
+#   benchmarks/gpu_release.sh all                # train, then bench, in one device call (no 30 s race between)
 #
 # Every knob is an environment variable, so the same script is rehearsed on the CPU at tiny scale:
 #   DEVICE=cpu TINY=1 PROBE=5 TRAIN=20 WORKERS=1 VAL_FRACTION=0.0125 OUT=/tmp/rehearsal benchmarks/gpu_release.sh train
 set -euo pipefail
 cd "$(dirname "$0")/.."
-STAGE=${1:?usage: $0 prepare|train|bench}
+STAGE=${1:?usage: $0 prepare|train|bench|all}
+case $STAGE in prepare|train|bench|all) ;; *) echo "unknown stage $STAGE" >&2; exit 2 ;; esac
 GPU=.gpu                                    # carried folder: pristine photos, labels, wheels
 OUT=${OUT:-/tmp/gsn-gpu-out}                # the device tool's $OUT: what comes back
 DEVICE=${DEVICE:-cuda}
-NAME=${NAME:-gsn-w1-synthkadid-h100}
+NAME=${NAME:-gsn-w1-synthkadid-gpu}         # name the card: gsn-w1-synthkadid-h200, ...
+INIT=${INIT:-}                              # train on from these weights (a released name or a file), if set
+DRAW_OFFSET=${DRAW_OFFSET:-0}               # with INIT: epochs of pairs the earlier pieces drew (new pairs)
 WIDTH=${WIDTH:-1}
 TINY=${TINY:-0}
-PROBE=${PROBE:-45}                          # seconds of the throughput probe
-TRAIN=${TRAIN:-300}                         # seconds of training the cosine schedule is planned for
+PROBE=${PROBE:-30}                          # seconds of the throughput probe
+TRAIN=${TRAIN:-330}                         # seconds of training the cosine schedule is planned for
 WORKERS=${WORKERS:-15}                      # data workers: 16 cores, one left to the training process
 BATCH=${BATCH:-32}
 LR=${LR:-1e-3}
@@ -26,8 +30,13 @@ RUN=${RUN:-/tmp/gsn-gpu-run}
 export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD:$PWD/$GPU/site${PYTHONPATH:+:$PYTHONPATH}"
 mkdir -p "$OUT"
 model_flags=(--width "$WIDTH"); [[ $TINY == 1 ]] && model_flags=(--tiny)
+init_flags=(); [[ -n $INIT ]] && init_flags=(--init "$INIT" --draw-offset "$DRAW_OFFSET")
 data_flags=(--dataset synthetic-kadid --pristine "$GPU/pristine" --labels "$GPU/KADID-10k.csv"
             --val-fraction "$VAL_FRACTION" --seed 0 --patch-size 192)
+
+install_wheels() {  # pytorch-msssim, which the device machine lacks, from the carried wheel
+    python3 -m pip install -q --no-index --no-deps --upgrade --target "$GPU/site" "$GPU"/whl/*.whl
+}
 
 case $STAGE in
 prepare)  # here: copy what the device machine lacks into .gpu/ (.gitignore'd), the folder `carry` names
@@ -37,8 +46,8 @@ prepare)  # here: copy what the device machine lacks into .gpu/ (.gitignore'd), 
     python3 -m pip download -q --no-deps --only-binary=:all: -d "$GPU/whl" pytorch-msssim==1.0.0
     du -sh "$GPU"
     ;;
-train)
-    python3 -m pip install -q --no-index --no-deps --upgrade --target "$GPU/site" "$GPU"/whl/*.whl
+train|all)
+    install_wheels
     python3 - <<'EOF'
 import torch; print("torch", torch.__version__, "cuda", torch.cuda.is_available(),
                     torch.cuda.get_device_name() if torch.cuda.is_available() else "")
@@ -54,15 +63,17 @@ EOF
     echo "probe: $rate pairs/s -> epoch of $length pairs for ${TRAIN}s" | tee -a "$OUT/probe.log"
     python3 -m gsn_metric.train release "${data_flags[@]}" "${model_flags[@]}" --device "$DEVICE" \
         --workers "$WORKERS" --batch-size "$BATCH" --lr "$LR" --lr-schedule cosine --warmup-steps 50 \
-        --epochs 1 --epoch-length "$length" --val-every 0 --time-limit $((TRAIN + 60)) --out "$RUN/release" \
-        --name "$NAME" --weights-dir "$OUT/weights" --must-beat "" 2>&1 | tee "$OUT/release.log"
-    cp "$RUN/release/release.json" "$RUN/release/history.json" "$OUT/"
+        "${init_flags[@]}" --epochs 1 --epoch-length "$length" --val-every 0 --time-limit $((TRAIN + 60)) \
+        --out "$RUN/release" --name "$NAME" --weights-dir "$OUT/weights" --must-beat "" 2>&1 | tee "$OUT/release.log" \
+        || status=$?
+    # the measurements come back even when the gate (beat the --init weights) installed nothing
+    cp "$RUN/release/release.json" "$RUN/release/history.json" "$OUT/" || true
+    [[ ${status:-0} == 0 ]] || exit "$status"
+    mkdir -p "$RUN/weights" && cp "$OUT/weights/"* "$RUN/weights/"  # for bench on this machine
+    ;;&
+bench|all)
+    [[ $STAGE == bench ]] && install_wheels
+    weights="$RUN/weights/$NAME.safetensors"; [[ -f $weights ]] || weights="$GPU/weights/$NAME.safetensors"
+    python3 benchmarks/speed.py --device "$DEVICE" --batch-sizes 1 8 64 --weights "$weights" 2>&1 | tee "$OUT/speed.md"
     ;;
-bench)
-    python3 -m pip install -q --no-index --no-deps --upgrade --target "$GPU/site" "$GPU"/whl/*.whl
-    python3 benchmarks/speed.py --device "$DEVICE" --batch-sizes 1 8 64 \
-        --weights "$GPU/weights/$NAME.safetensors" 2>&1 | tee "$OUT/speed.md"
-    ;;
-*)
-    echo "unknown stage $STAGE" >&2; exit 2 ;;
 esac
