@@ -139,6 +139,15 @@ def test_release_trains_measures_and_installs(data_root, tmp_path):
     assert "other" not in json.loads((weights / "manifest.json").read_text())["weights"]
     assert not json.loads((tmp_path / "out2" / release.RELEASE_RECORD).read_text())["installed"]
 
+    # Trained on from the installed file: the record lists both runs, the first with the sha256 it ended at.
+    assert entry["pieces"] == [{k: entry[k] for k in ("pairs_seen", "steps", "train_seconds", "hardware")}]
+    run("release", data_root, tmp_path / "out3", *common[:-2], "--peers", "PSNR", "--name", "more", "--must-beat", "",
+        "--epochs", "1", "--init", str(weights / "gsn-tiny-test.safetensors"))
+    record = json.loads((tmp_path / "out3" / release.RELEASE_RECORD).read_text())
+    first, second = record["pieces"]
+    assert first["sha256"] == entry["sha256"] and first["pairs_seen"] == 36 and second["pairs_seen"] == 18
+    assert record["pairs_seen_total"] == 54 and record["steps_total"] == 9 and record["pairs_seen"] == 18
+
 
 def test_release_usage_errors(data_root, tmp_path, capsys):
     assert run("release", data_root, tmp_path / "o", "--name", "x", "--peers", "PSNR", "--must-beat", "FSIM") == 2

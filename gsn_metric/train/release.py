@@ -10,7 +10,9 @@ Three stages, each done by the module that owns it:
    peers (PSNR, SSIM, MS-SSIM, GMSD) on the same validation pairs, five patches each, one pass over the pairs.
 3. **install** (``weights``): ``WEIGHTS_DIR/NAME.safetensors`` and its manifest entry (sha256, architecture,
    data, pairs seen, steps, hardware, wall time, commit, and every measured SRCC / KRCC / PLCC), made the
-   default with ``--default``. Only when the new weights beat every ``--must-beat`` peer's validation SRCC,
+   default with ``--default``. ``pairs_seen``, ``steps`` and ``train_seconds`` count this run; ``pieces`` lists
+   every run the weights come from through ``--init`` (each earlier one with the sha256 it ended at) and
+   ``*_total`` adds them up. Only when the new weights beat every ``--must-beat`` peer's validation SRCC,
    and the ``--init`` weights', on those pairs: otherwise nothing is installed and the exit status is 1.
 
 ``OUT/release.json`` keeps the measurements either way.
@@ -28,7 +30,7 @@ from typing import Any
 
 import torch
 
-from ..weights import load_model, save_weights
+from ..weights import load_model, resolve, save_weights, sha256_file
 from . import loop
 from .datasets import open_dataset
 from .evaluate import breakdown, predict
@@ -38,6 +40,7 @@ from .peers import CLASSIC, PeerModel
 __all__ = ["add_arguments", "main"]
 
 RELEASE_RECORD = "release.json"
+_PIECE = ("pairs_seen", "steps", "train_seconds", "hardware")  # what one training run records of itself
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -95,6 +98,21 @@ def _commit() -> str | None:
     except (OSError, subprocess.CalledProcessError):
         return None
     return sha + ("+dirty" if dirty else "")
+
+
+def _lineage(init: str | None, this: dict[str, Any]) -> dict[str, Any]:
+    """``pieces``: the training runs behind the weights, oldest first, ending with ``this`` run, and their
+    ``*_total``s (None where an earlier run's number is unknown: an ``--init`` file without a manifest entry)."""
+    pieces: list[dict[str, Any]] = []
+    if init:
+        path, entry, _ = resolve(init)
+        entry = entry or {}
+        pieces = [dict(p) for p in entry.get("pieces") or [{k: entry.get(k) for k in _PIECE}]]
+        pieces[-1]["sha256"] = entry.get("sha256") or sha256_file(path)
+    pieces.append({k: this[k] for k in _PIECE})
+    totals = {f"{k}_total": None if any(p.get(k) is None for p in pieces) else round(sum(p[k] for p in pieces), 1)
+              for k in ("pairs_seen", "steps", "train_seconds")}
+    return {"pieces": pieces, **totals}
 
 
 def _measure(args: argparse.Namespace, export: Path, peers: list[str]) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -181,6 +199,7 @@ def main(args: argparse.Namespace) -> int:
                             "continuous_levels", "type_weights"}},
         "validation": validation,
     }
+    details.update(_lineage(args.init, details))
     summary = {name: {k: res["all"][k] for k in ("n", "srcc", "krcc", "plcc")} for name, res in results.items()}
     (out / RELEASE_RECORD).write_text(json.dumps({"name": args.name, "installed": not beaten_by, **details,
                                                   "results": results}, indent=1, default=str) + "\n")
