@@ -57,7 +57,8 @@ class GSNScore(nn.Module):
 
     Args:
         weights: a weight file path, a released weights name (``gsn_metric.list_weights()``), or ``None``
-            for the default released weights (there are none yet: pass a path).
+            for the default released weights (bundled in the package; the README's "Status of the weights"
+            says how they were trained and measured).
         device: ``"cpu"``, ``"cuda"``, ``"cuda:1"``…; default the GPU if there is one, else the CPU.
         patches: ``"five"`` (the paper's four corners + centre; default), ``"grid"`` (overlapping tiles
             covering the whole image, ``stride`` apart, default half a patch) or ``"full"`` (the whole image at

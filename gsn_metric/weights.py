@@ -47,7 +47,8 @@ FORMAT_VERSION = "1"
 MANIFEST = "manifest.json"
 
 _NO_WEIGHTS = (
-    "No trained GSN weights are released yet, so GSN cannot score without a weight file. Pass "
+    "This installation of gsn-metric lists no default GSN weights (its bundled manifest names none), so GSN "
+    "cannot score without a weight file. Reinstall gsn-metric (its wheel bundles the default weights), or pass "
     "weights='path/to/gsn.safetensors' (or --weights on the command line): train one with "
     "`python -m gsn_metric.train fit ...` (see the README's 'Retrain' section) or use one a colleague shared."
 )
@@ -113,7 +114,7 @@ def _manifest_problem(manifest: Any) -> str | None:
 
 
 def list_weights() -> list[str]:
-    """Names of the released weights (usable as ``GSNScore(weights=name)``); empty until weights are released."""
+    """Names of the released weights this installation knows (usable as ``GSNScore(weights=name)``)."""
     return sorted(_read_manifest(_bundled_dir())["weights"])
 
 
@@ -149,7 +150,7 @@ def resolve(spec: str | os.PathLike | None) -> tuple[Path, dict[str, Any] | None
     if name not in bundled:
         if path.suffix or os.sep in name or "/" in name:
             raise FileNotFoundError(f"weight file {name} does not exist; check the path")
-        known = ", ".join(sorted(bundled)) or "none released yet"
+        known = ", ".join(sorted(bundled)) or "none in this installation"
         raise ValueError(f"unknown GSN weights {name!r} (released: {known}). " + ("" if bundled else _NO_WEIGHTS))
     entry = bundled[name]
     local = _bundled_dir() / entry["file"]

@@ -44,7 +44,7 @@ def test_errors_and_exit_codes(images, tiny_weights, capsys, no_release):
     assert main([str(images / "refs/a.png"), str(images / "nope.png"), "--weights", tiny_weights]) == 1
     assert "nope.png does not exist" in capsys.readouterr().err
     assert main([str(images / "refs/a.png"), str(images / "dists/a.png")]) == 1
-    assert "No trained GSN weights" in capsys.readouterr().err
+    assert "lists no default GSN weights" in capsys.readouterr().err
     assert main([str(images / "refs"), str(images / "dists/a.png"), "--weights", tiny_weights]) == 2
     assert main(["--weights", tiny_weights]) == 2
     (images / "bad.png").write_bytes(b"not an image")

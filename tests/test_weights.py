@@ -24,7 +24,7 @@ def test_round_trip_keeps_scores_and_metadata(tiny_weights, tiny_model):
 
 def test_no_released_weights_says_so_plainly(no_release):
     assert gsn_metric.list_weights() == []
-    with pytest.raises(RuntimeError, match="No trained GSN weights are released yet.*python -m gsn_metric.train"):
+    with pytest.raises(RuntimeError, match="lists no default GSN weights.*Reinstall.*python -m gsn_metric.train"):
         gsn_metric.GSNScore(device="cpu")
     with pytest.raises(ValueError, match="unknown GSN weights 'gsn-kadid'"):
         W.load_model("gsn-kadid")
