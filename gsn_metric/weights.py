@@ -113,6 +113,13 @@ def _manifest_problem(manifest: Any) -> str | None:
     return f"entries {bad} are not mappings" if bad else None
 
 
+def _default_file(directory: str | os.PathLike) -> Path | None:
+    """The file of the default named by ``directory``'s manifest (a weights folder), or None if it names none."""
+    manifest = _read_manifest(Path(directory))
+    entry = manifest["weights"].get(manifest.get("default"))
+    return Path(directory) / entry["file"] if entry else None
+
+
 def list_weights() -> list[str]:
     """Names of the released weights this installation knows (usable as ``GSNScore(weights=name)``)."""
     return sorted(_read_manifest(_bundled_dir())["weights"])

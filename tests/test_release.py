@@ -148,6 +148,12 @@ def test_release_trains_measures_and_installs(data_root, tmp_path):
     assert first["sha256"] == entry["sha256"] and first["pairs_seen"] == 36 and second["pairs_seen"] == 18
     assert record["pairs_seen_total"] == 54 and record["steps_total"] == 9 and record["pairs_seen"] == 18
 
+    # --default must also beat the current default: the same run again gives the same weights, which do not.
+    assert run("release", data_root, tmp_path / "out4", *common, "--must-beat", "", "--default") == 1
+    record = json.loads((tmp_path / "out4" / release.RELEASE_RECORD).read_text())
+    assert not record["installed"] and "default (gsn-tiny-test)" in record["results"]
+    assert json.loads((weights / "manifest.json").read_text())["weights"]["gsn-tiny-test"] == entry
+
 
 def test_release_usage_errors(data_root, tmp_path, capsys):
     assert run("release", data_root, tmp_path / "o", "--name", "x", "--peers", "PSNR", "--must-beat", "FSIM") == 2

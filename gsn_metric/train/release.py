@@ -13,7 +13,8 @@ Three stages, each done by the module that owns it:
    default with ``--default``. ``pairs_seen``, ``steps`` and ``train_seconds`` count this run; ``pieces`` lists
    every run the weights come from through ``--init`` (each earlier one with the sha256 it ended at) and
    ``*_total`` adds them up. Only when the new weights beat every ``--must-beat`` peer's validation SRCC,
-   and the ``--init`` weights', on those pairs: otherwise nothing is installed and the exit status is 1.
+   the ``--init`` weights', and with ``--default`` the current default's, on those pairs: otherwise nothing is
+   installed and the exit status is 1.
 
 ``OUT/release.json`` keeps the measurements either way.
 """
@@ -30,7 +31,7 @@ from typing import Any
 
 import torch
 
-from ..weights import load_model, resolve, save_weights, sha256_file
+from ..weights import _default_file, load_model, resolve, save_weights, sha256_file
 from . import loop
 from .datasets import open_dataset
 from .evaluate import breakdown, predict
@@ -57,7 +58,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help=f"classic metrics measured beside it on the validation pairs ({', '.join(CLASSIC)})")
     g.add_argument("--must-beat", default="MS-SSIM",
                    help="comma-separated peers whose validation SRCC the new weights must exceed to be installed "
-                        "('': none); the --init weights, when given, must be beaten too")
+                        "('': none); the --init weights, when given, must be beaten too, and with --default the "
+                        "current default of --weights-dir")
 
 
 def _names(text: str, flag: str) -> list[str]:
@@ -115,16 +117,27 @@ def _lineage(init: str | None, this: dict[str, Any]) -> dict[str, Any]:
     return {"pieces": pieces, **totals}
 
 
-def _measure(args: argparse.Namespace, export: Path, peers: list[str]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Correlations (overall and per type) of the export, the --init weights and the peers on the validation
+def _rivals(args: argparse.Namespace, weights_dir: Path) -> dict[str, str]:
+    """The GSN weights the new ones must beat, by row name: the --init weights, and with --default the current
+    default of ``weights_dir`` (once, when it is the --init file itself)."""
+    rivals = {f"init ({args.init})": args.init} if args.init else {}
+    current = _default_file(weights_dir) if args.default else None
+    if current is not None and current.is_file() and not (
+            args.init and sha256_file(resolve(args.init)[0]) == sha256_file(current)):
+        rivals[f"default ({current.stem})"] = str(current)
+    return rivals
+
+
+def _measure(args: argparse.Namespace, export: Path, peers: list[str],
+             rivals: dict[str, str]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Correlations (overall and per type) of the export, the ``rivals`` weights and the peers on the validation
     pairs, and a description of those pairs."""
     device = "cuda" if args.device == "auto" and torch.cuda.is_available() else \
         ("cpu" if args.device == "auto" else args.device)
     model, _ = load_model(export, device=device)
     models = {"GSN": model.fold()}
-    if args.init:
-        init, _ = load_model(args.init, device=device)
-        models[f"init ({args.init})"] = init.fold()
+    for name, spec in rivals.items():
+        models[name] = load_model(spec, device=device)[0].fold()
     for name in peers:
         models[name] = PeerModel(*CLASSIC[name])
     val_set = open_dataset(args, "val", train=False)
@@ -162,6 +175,7 @@ def main(args: argparse.Namespace) -> int:
             raise ValueError("release measures on held-out references: --val-fraction must be > 0")
         weights_dir = Path(args.weights_dir)
         check_writable_dir(weights_dir, "--weights-dir")  # before training, not after it
+        _default_file(weights_dir)  # a broken manifest there, too
     except (ValueError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -178,12 +192,12 @@ def main(args: argparse.Namespace) -> int:
               f"to continue, then measure and install")
         return 0
     export = out / loop.EXPORT
-    results, validation = _measure(args, export, peers)
+    rivals = _rivals(args, weights_dir)
+    results, validation = _measure(args, export, peers, rivals)
     print(f"validation: {validation['pairs']} pairs of {validation.get('references', '?')}\n{_table(results)}")
 
     ours = results["GSN"]["all"]["srcc"]
-    rivals = must_beat + [n for n in results if n.startswith("init (")]
-    beaten_by = [n for n in rivals if not ours > results[n]["all"]["srcc"]]
+    beaten_by = [n for n in must_beat + list(rivals) if not ours > results[n]["all"]["srcc"]]
     history = ckpt["history"]
     details = {
         "architecture": json.loads(ckpt["architecture"]),
