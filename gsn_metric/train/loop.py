@@ -212,18 +212,7 @@ def _rng_state() -> dict[str, Any]:
     }
 
 
-def _to_cpu(value: Any) -> Any:
-    if isinstance(value, torch.Tensor):
-        return value.cpu()
-    if isinstance(value, dict):
-        return {k: _to_cpu(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_to_cpu(v) for v in value]
-    return value
-
-
 def _set_rng_state(state: dict[str, Any]) -> None:
-    state = {k: _to_cpu(v) for k, v in state.items()}  # a checkpoint loaded onto a GPU: RNG states live on the host
     py = state["python"]
     random.setstate((py["version"], tuple(py["state"].tolist()), py["gauss"]))
     np_ = state["numpy"]
@@ -407,7 +396,10 @@ def _train(args: argparse.Namespace, rank: int, world: int, device: torch.device
         with torch.no_grad():
             model.fc.weight.mul_(0.1)
     if resuming:
-        ckpt = load_checkpoint(ckpt_path, device)
+        # Read on the host: the RNG states must stay there, and load_state_dict below moves the model's and the
+        # optimiser's tensors to their parameters' devices (the optimiser's step counts stay on the host, as in
+        # an uninterrupted run).
+        ckpt = load_checkpoint(ckpt_path)
         if ckpt["architecture"] != config.to_json():
             raise ValueError(f"{ckpt_path} holds a different architecture ({ckpt['architecture']}); "
                              "use the run's --tiny/--width flags or another --out")
