@@ -55,8 +55,9 @@ def train(weights: str | None, steps: int = 20, crop: int = 192, batch: int = 4,
         opt.zero_grad()
         loss.backward()
         opt.step()
-        lo, hi = criterion.info.score_range
-        logs.append({"l1": l1.item(), "gsn_loss": perceptual.item(), "gsn_score": hi - perceptual.item() * (hi - lo)})
+        with torch.no_grad():  # the score itself, for the log (the loss is not a rescaled score)
+            score = criterion.metric(hr, sr.detach()).mean().item()
+        logs.append({"l1": l1.item(), "gsn_loss": perceptual.item(), "gsn_score": score})
         print(f"step {step:3d}  L1 {l1.item():.4f}  GSN loss {perceptual.item():.4f}  "
               f"GSN score {logs[-1]['gsn_score']:.3f}")
     return logs

@@ -6,7 +6,8 @@
 """
 
 from ._version import __version__
-from .metric import GSNLoss, GSNScore, gsn
+from .loss import GSNLoss
+from .metric import GSNScore, gsn
 from .weights import list_weights
 
 __all__ = ["GSNLoss", "GSNScore", "__version__", "gsn", "list_weights"]

@@ -1,4 +1,4 @@
-"""The public face of the metric: ``GSNScore`` (scores), ``GSNLoss`` (a training loss), ``gsn()`` (functional).
+"""The public face of the metric: ``GSNScore`` (scores) and ``gsn()`` (functional); the loss is in ``loss.py``.
 
 Flow: inputs → validated N×3×H×W tensors in [0, 1] (``images``) → patches (``patches``) → the folded Siamese
 network in chunks of ``batch_size`` patches (memory bounded whatever N is) → mean over each pair's patches.
@@ -21,7 +21,7 @@ from torch import nn
 from . import maps
 from .images import _validate_range, check_pair, to_batch
 from .patches import PATCH_MODES, PatchMode, check_stride, count_patches, extract_patches
-from .weights import WeightsInfo, load_model
+from .weights import load_model
 
 Reduction = Literal["none", "mean", "sum"]
 
@@ -76,10 +76,10 @@ class GSNScore(nn.Module):
     ``forward(ref, dist)`` takes N×3×H×W or 3×H×W tensors, PIL images, numpy arrays, file paths, or lists of
     those (see ``images.to_batch``); both of the same size. Returns a float32 tensor of N scores on the
     scale in ``self.info.score_name`` / ``score_range`` (or a scalar, with ``reduction``). Gradients flow to
-    tensor inputs that require them (for a ready-made loss, lower = better, see :class:`GSNLoss`).
+    tensor inputs that require them (for a ready-made loss, lower = better and 0 at the reference, see :class:`~gsn_metric.GSNLoss`).
     """
 
-    #: pyiqa's convention: False, GSN scores are higher = better (:class:`GSNLoss` is the lower-is-better form).
+    #: pyiqa's convention: False, GSN scores are higher = better (``GSNLoss`` is the lower-is-better form).
     lower_better = False
 
     def __init__(
@@ -390,46 +390,6 @@ class ReferenceEncoding:
         dist = self._metric._prepare_one(dist, "distorted")
         check_pair(self._ref.expand(dist.shape[0], -1, -1, -1), dist)
         return _reduce(self._scores(dist), self._metric.reduction)
-
-
-class GSNLoss(nn.Module):
-    """GSN as a differentiable loss for super-resolution / GAN training: lower = better.
-
-    ``loss = (hi − score) / (hi − lo)`` with ``[lo, hi]`` the weights' score range, so a perfect
-    reconstruction is near 0 and the worst quality the training data knew is near 1; this keeps the loss's
-    scale independent of the rating scale the weights were trained on, for mixing with L1 and GAN terms.
-
-    ``forward(input, target)`` follows torch's loss order: ``input`` the restored/generated images, ``target``
-    the references, both N×3×H×W float tensors in ``input_range`` (default [0, 1]). Gradients flow to both.
-    The network's weights are frozen and it has no BatchNorm left (folded), so ``.train()`` changes nothing.
-    Works inside ``torch.autocast``. Other args as :class:`GSNScore`; ``reduction`` defaults to ``"mean"``.
-    """
-
-    def __init__(
-        self,
-        weights: str | os.PathLike | None = None,
-        device: str | torch.device | None = None,
-        patches: PatchMode = "five",
-        batch_size: int = 32,
-        input_range: tuple[float, float] = (0.0, 1.0),
-        reduction: Reduction = "mean",
-        stride: int | None = None,
-        fold: bool = True,
-        amp: bool = False,
-    ) -> None:
-        super().__init__()
-        self.metric = GSNScore(weights, device, patches, batch_size, input_range, reduction="none", stride=stride,
-                               fold=fold, amp=amp)
-        self.reduction = reduction
-        _reduce(torch.zeros(1), reduction)
-
-    @property
-    def info(self) -> WeightsInfo:
-        return self.metric.info
-
-    def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        lo, hi = self.info.score_range
-        return _reduce((hi - self.metric(target, input)) / (hi - lo), self.reduction)
 
 
 @functools.lru_cache(maxsize=4)

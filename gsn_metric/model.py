@@ -131,8 +131,12 @@ class SiameseBranch(nn.Module):
         self.blocks = nn.ModuleList(blocks)
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        return self.features(x)[1:]
+
+    def features(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """The stem's full-resolution output, then the (low, mid, high) features that :meth:`forward` returns."""
         x = self.stem(x)
-        levels = []
+        levels = [x]
         for block in self.blocks:
             x = block(x)
             levels.append(x)
@@ -188,13 +192,18 @@ class GSN(nn.Module):
         # keeps the MSE of an offset from swamping the first epochs.
         nn.init.constant_(self.fc.bias, 0.5)
 
-    def forward(self, ref: torch.Tensor, dist: torch.Tensor) -> torch.Tensor:
+    def forward(self, ref: torch.Tensor, dist: torch.Tensor,
+                anchor: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """``anchor=True`` (training with ``--anchor-weight``) also returns the P scores of each reference
+        against itself, from the same branch pass (one more fusion head)."""
         if ref.shape != dist.shape:
             raise ValueError(f"GSN needs patches of equal shape, got {tuple(ref.shape)} and {tuple(dist.shape)}")
         # One pass through the shared branch for both sides: twice the batch, half the kernel launches.
         levels = self.branch(torch.cat([ref, dist], dim=0))
         n = ref.shape[0]
-        return self.head([x[:n] for x in levels], [x[n:] for x in levels])
+        ref_levels = [x[:n] for x in levels]
+        scores = self.head(ref_levels, [x[n:] for x in levels])
+        return (scores, self.head(ref_levels, ref_levels)) if anchor else scores
 
     def head(self, ref_levels: Sequence[torch.Tensor], dist_levels: Sequence[torch.Tensor]) -> torch.Tensor:
         """P scores from the branch's (low, mid, high) features of P reference and P distorted patches: the

@@ -4,11 +4,11 @@ import torch
 import gsn_metric
 
 
-def test_loss_is_differentiable_and_optimising_it_raises_the_score(tiny_weights):
+def test_score_form_is_differentiable_and_optimising_it_raises_the_score(tiny_weights):
     g = torch.Generator().manual_seed(0)
     ref = torch.rand(2, 3, 64, 64, generator=g)
     dist = (ref + 0.2 * torch.randn(ref.shape, generator=g)).clamp(0, 1).requires_grad_(True)
-    loss_fn = gsn_metric.GSNLoss(tiny_weights, device="cpu")
+    loss_fn = gsn_metric.GSNLoss(tiny_weights, device="cpu", form="score")
     assert not any(p.requires_grad for p in loss_fn.parameters())
     loss = loss_fn(dist, ref)
     assert loss.shape == ()
@@ -30,7 +30,7 @@ def test_loss_is_differentiable_and_optimising_it_raises_the_score(tiny_weights)
 def test_loss_scale_reduction_and_gradient_to_the_reference(tiny_weights):
     ref = torch.rand(3, 3, 48, 48, requires_grad=True)
     dist = torch.rand(3, 3, 48, 48)
-    per_pair = gsn_metric.GSNLoss(tiny_weights, device="cpu", reduction="none")(dist, ref)
+    per_pair = gsn_metric.GSNLoss(tiny_weights, device="cpu", reduction="none", form="score")(dist, ref)
     score = gsn_metric.GSNScore(tiny_weights, device="cpu")(ref, dist)
     lo, hi = 1.0, 5.0  # the fixture's score range
     torch.testing.assert_close(per_pair, (hi - score) / (hi - lo))
@@ -53,10 +53,91 @@ def test_loss_works_inside_autocast(tiny_weights):
 def test_loss_and_functional_take_the_metric_options(tiny_weights):
     ref, dist = torch.rand(1, 3, 48, 48), torch.rand(1, 3, 48, 48)
     metric = gsn_metric.GSNScore(tiny_weights, device="cpu", patches="grid", stride=8, fold=False)
-    loss = gsn_metric.GSNLoss(tiny_weights, device="cpu", patches="grid", stride=8, fold=False)
+    loss = gsn_metric.GSNLoss(tiny_weights, device="cpu", patches="grid", stride=8, fold=False, form="score")
     lo, hi = metric.info.score_range
     torch.testing.assert_close(loss(dist, ref), (hi - metric(ref, dist)[0]) / (hi - lo))
     torch.testing.assert_close(gsn_metric.gsn(ref, dist, tiny_weights, "cpu", "grid", stride=8, fold=False),
                                metric(ref, dist))
     with pytest.raises(ValueError, match="input_range"):
         gsn_metric.GSNScore(tiny_weights, device="cpu", input_range=(1, 0))
+
+
+def test_anchored_loss_is_zero_exactly_at_the_reference_and_positive_elsewhere(tiny_weights):
+    g = torch.Generator().manual_seed(1)
+    ref = torch.rand(3, 3, 40, 48, generator=g)
+    loss_fn = gsn_metric.GSNLoss(tiny_weights, device="cpu", reduction="none")
+    assert loss_fn.form == "anchored"
+    assert (loss_fn(ref, ref) == 0).all()
+    for other in (ref.flip(-1), (ref + 0.01 * torch.randn(ref.shape, generator=g)).clamp(0, 1), ref * 0.5):
+        assert (loss_fn(other, ref) > 0).all()
+
+
+def test_anchored_loss_is_its_two_terms(tiny_weights):
+    from gsn_metric.loss import feature_distance
+
+    g = torch.Generator().manual_seed(2)
+    ref, dist = torch.rand(2, 3, 32, 32, generator=g), torch.rand(2, 3, 32, 32, generator=g)
+    loss = gsn_metric.GSNLoss(tiny_weights, device="cpu", reduction="none", score_weight=0.5)(dist, ref)
+    metric = gsn_metric.GSNScore(tiny_weights, device="cpu")
+    stem = metric.net.branch.stem
+    lo, hi = metric.info.score_range
+    expected = feature_distance(stem(ref), stem(dist)) + 0.5 * (metric(ref, ref) - metric(ref, dist)).abs() / (hi - lo)
+    torch.testing.assert_close(loss, expected)
+
+
+def test_optimising_the_anchored_loss_brings_the_image_back_to_the_reference(tiny_weights):
+    """The property the default form exists for (benchmarks/as_loss.py measures it on the real weights): from a
+    noisy start, Adam on the pixels with the loss as the only objective moves towards the reference."""
+    from gsn_metric.train.peers import psnr
+
+    g = torch.Generator().manual_seed(3)
+    ref = torch.rand(2, 3, 32, 32, generator=g)
+    x = (ref + 0.2 * torch.randn(ref.shape, generator=g)).clamp(0, 1).requires_grad_(True)
+    before = psnr(ref, x.detach())
+    loss_fn = gsn_metric.GSNLoss(tiny_weights, device="cpu")
+    opt = torch.optim.Adam([x], lr=0.01)
+    for _ in range(60):
+        opt.zero_grad()
+        loss_fn(x, ref).backward()
+        opt.step()
+        with torch.no_grad():
+            x.clamp_(0, 1)
+    assert (psnr(ref, x.detach()) > before + 3).all()
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"form": "lpips"}, "form must be one of"),
+    ({"score_weight": -1}, "score_weight must be"),
+    ({"score_weight": float("nan")}, "score_weight must be"),
+    ({"score_weight": True}, "score_weight must be"),
+    ({"form": "score", "score_weight": 0.5}, "only applies to form='anchored'"),
+    ({"reduction": "max"}, "reduction must be"),
+])
+def test_loss_options_are_checked(tiny_weights, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        gsn_metric.GSNLoss(tiny_weights, device="cpu", **kwargs)
+
+
+@pytest.mark.slow
+def test_default_weights_anchored_loss_recovers_a_blurred_crop_without_passing_the_reference():
+    """On the shipped default: 8 Adam steps from a blurred 192×192 crop of the example photo raise PSNR, and
+    the GSN score of the result stays at or below the reference's own (the old form passes it in 8 steps)."""
+    import torch.nn.functional as F
+
+    from gsn_metric.images import load_image
+    from gsn_metric.train.peers import psnr
+
+    ref = load_image("examples/reference.png")[None, :, 96:288, 160:352].contiguous()
+    blur = F.avg_pool2d(F.pad(ref, (2, 2, 2, 2), mode="reflect"), 5, 1)
+    loss_fn = gsn_metric.GSNLoss(device="cpu")
+    x = blur.clone().requires_grad_(True)
+    opt = torch.optim.Adam([x], lr=0.01)
+    for _ in range(8):
+        opt.zero_grad()
+        loss_fn(x, ref).backward()
+        opt.step()
+        with torch.no_grad():
+            x.clamp_(0, 1)
+    with torch.no_grad():
+        assert psnr(ref, x) > psnr(ref, blur) + 1
+        assert loss_fn.metric(ref, x) <= loss_fn.metric(ref, ref) + 0.05

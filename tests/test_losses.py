@@ -127,3 +127,20 @@ def test_gradients_are_finite_and_descend():
         opt.step()
         first = total.item() if first is None else first
     assert total.item() < first
+
+
+def test_anchor_loss_is_zero_only_when_references_top_the_scale_and_lead_their_distortions():
+    from gsn_metric.train.losses import GSNTrainingLoss, anchor_loss
+
+    own = torch.ones(4)
+    assert anchor_loss(torch.tensor([0.2, 0.5, 0.9, 1.0]), own) == 0
+    # a reference at 0.8 (0.04 below the top, squared) and one distorted image 0.3 above its reference
+    value = anchor_loss(torch.tensor([0.5, 1.3]), torch.tensor([0.8, 1.0]))
+    assert value.item() == pytest.approx((0.04 + 0.0) / 2 + (0.0 + 0.3) / 2)
+    with pytest.raises(ValueError, match="needs own"):
+        GSNTrainingLoss(anchor_weight=1.0)(torch.rand(4), torch.rand(4))
+    total, terms = GSNTrainingLoss(anchor_weight=2.0)(torch.tensor([0.5, 1.3]), torch.tensor([0.4, 0.6]),
+                                                      torch.tensor([0.8, 1.0]))
+    assert terms["anchor"].item() == pytest.approx(value.item())
+    base, _ = GSNTrainingLoss()(torch.tensor([0.5, 1.3]), torch.tensor([0.4, 0.6]))
+    assert total.item() == pytest.approx(base.item() + 2.0 * value.item())

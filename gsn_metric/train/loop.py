@@ -94,6 +94,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--beta", type=float, default=0.1, help="weight of the listwise KL term")
     g.add_argument("--rank-loss", type=float, default=0.0,
                    help="weight of ASNA's differentiable SRCC surrogate (0: off, as in the paper)")
+    g.add_argument("--anchor-weight", type=float, default=0.0,
+                   help="weight of the reference anchor (not in the paper; issue 16): each reference scored "
+                        "against itself is taught the top of the scale, and a distorted image scored above its "
+                        "reference is penalised (one more fusion head per pair)")
     g.add_argument("--clip-grad", type=float, default=10.0,
                    help="clip the gradient's global L2 norm to this (a guard against rare spikes; 0: off)")
     g = parser.add_argument_group("model")
@@ -382,7 +386,7 @@ def _train(args: argparse.Namespace, rank: int, world: int, device: torch.device
     autocast, amp_dtype = _autocast(device, args.amp)
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
     criterion = GSNTrainingLoss(alpha=args.alpha, beta=args.beta, mse_weight=args.mse_weight,
-                                rank_weight=args.rank_loss)
+                                rank_weight=args.rank_loss, anchor_weight=args.anchor_weight)
 
     start_epoch, step, best, history, skip_samples = 0, 0, None, [], 0
     resuming = args.resume and ckpt_path.exists()
@@ -445,8 +449,8 @@ def _train(args: argparse.Namespace, rank: int, world: int, device: torch.device
             dis = batch["dist"].to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
             target = (batch["score"].to(device) - lo) / (hi - lo)
             with autocast:
-                pred = net(ref, dis)
-            loss, terms = criterion(pred.float(), target)
+                pred, own = net(ref, dis, anchor=True) if args.anchor_weight else (net(ref, dis), None)
+            loss, terms = criterion(pred.float(), target, None if own is None else own.float())
             optimizer.zero_grad(set_to_none=True)
             for group in optimizer.param_groups:
                 group["lr"] = learning_rate(args, step, total_steps)

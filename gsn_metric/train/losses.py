@@ -21,6 +21,11 @@ All terms act on one batch of N predicted scores ``pred`` and N human scores ``m
   and dividing by the batch std makes it scale invariant, so it cannot be lowered by spreading the
   predictions apart.
 
+- ``anchor`` (optional, issue 16): ``mean((own − 1)²) + mean(relu(pred − own))`` where ``own`` is each
+  reference's score against itself: identity pairs are taught the top of the (unit) scale, and a distorted
+  image scored above its own reference is penalised. The paper's loss has neither, so nothing in it makes the
+  reference GSN's best input; without them the score can be driven far past the top of its scale.
+
 With N = 1 the pair, list and rank terms are 0 (they compare items within the batch). The terms are
 computed in float64 (float32 on MPS): then the mean of N equal float32 values is exact, all-equal
 predictions centre to exactly 0, and the eps in the norm keeps values and gradients finite.
@@ -34,6 +39,7 @@ from torch import Tensor, nn
 
 __all__ = [
     "GSNTrainingLoss",
+    "anchor_loss",
     "listwise_kl_loss",
     "norm_in_norm_loss",
     "normalize_scores",
@@ -73,6 +79,14 @@ def norm_in_norm_loss(pred: Tensor, mos: Tensor, eps: float = 1e-8) -> Tensor:
         return _zero(pred)
     diff = normalize_scores(pred, eps) - normalize_scores(mos, eps)
     return diff.pow(2).sum() / 4.0  # Li et al.'s scale 2^max(1, 1/q) * N^max(0, 1/p - 1/q) = 2, squared
+
+
+def anchor_loss(pred: Tensor, own: Tensor) -> Tensor:
+    """The reference anchor: ``mean((own − 1)²) + mean(relu(pred − own))`` for (N,) scores on the unit scale,
+    ``pred`` of the distorted images and ``own`` of each reference against itself; 0 when every reference scores
+    1 and no distorted image scores above its reference."""
+    pred, own = _prepare(pred, own)
+    return (own - 1).pow(2).mean() + F.relu(pred - own).mean()
 
 
 def listwise_kl_loss(pred: Tensor, mos: Tensor, temperature: float = 1.0) -> Tensor:
@@ -121,31 +135,37 @@ def soft_srcc_loss(pred: Tensor, mos: Tensor, temperature: float = 0.1, eps: flo
 
 
 class GSNTrainingLoss(nn.Module):
-    """``mse_weight * MSE + alpha * L_pair + beta * L_list + rank_weight * L_rank`` (see the module doc).
+    """``mse_weight * MSE + alpha * L_pair + beta * L_list + rank_weight * L_rank + anchor_weight * L_anchor``
+    (see the module doc).
 
     Args:
         alpha: weight of the Norm-in-Norm pair term (paper: 0.1).
         beta: weight of the listwise KL term (paper: 0.1).
         mse_weight: weight of the plain MSE on the scores (paper: 1).
         rank_weight: weight of ASNA's soft-SRCC term (paper: 0; the ablation swaps beta for this).
+        anchor_weight: weight of the reference anchor (paper: 0; issue 16); needs ``own`` in ``forward``.
         list_temperature: t of the softmax in the list term, in MOS units.
         rank_temperature: t of the soft ranks, in units of the batch std of the predictions.
         eps: added to the L2 norms so that constant scores give finite values and gradients.
 
-    ``forward(pred, mos)``: pred (N,) or (N, 1) predicted scores, mos (N,) human scores.
+    ``forward(pred, mos, own=None)``: pred (N,) or (N, 1) predicted scores, mos (N,) human scores, own (N,)
+    each reference's score against itself (``GSN(..., anchor=True)``; required when ``anchor_weight`` > 0).
     Returns ``(total, terms)``: the scalar float32 loss to back-propagate, and a dict of detached float32
-    scalars ``{"total", "mse", "pair", "list", "rank"}`` for logging (tensors, so no device sync until
+    scalars ``{"total", "mse", "pair", "list", "rank"}`` (and ``"anchor"`` with ``own``) for logging (tensors, so no device sync until
     the caller asks for ``.item()``). A term whose weight is 0 is logged but left out of the graph.
     """
 
     def __init__(self, alpha: float = 0.1, beta: float = 0.1, mse_weight: float = 1.0,
-                 rank_weight: float = 0.0, *, list_temperature: float = 1.0,
+                 rank_weight: float = 0.0, anchor_weight: float = 0.0, *, list_temperature: float = 1.0,
                  rank_temperature: float = 0.1, eps: float = 1e-8) -> None:
         super().__init__()
+        self.anchor_weight = anchor_weight
         self.alpha, self.beta, self.mse_weight, self.rank_weight = alpha, beta, mse_weight, rank_weight
         self.list_temperature, self.rank_temperature, self.eps = list_temperature, rank_temperature, eps
 
-    def forward(self, pred: Tensor, mos: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+    def forward(self, pred: Tensor, mos: Tensor, own: Tensor | None = None) -> tuple[Tensor, dict[str, Tensor]]:
+        if self.anchor_weight and own is None:
+            raise ValueError("anchor_weight > 0 needs own, the references' scores against themselves")
         wide_pred, wide_mos = _prepare(pred, mos)
         terms = {
             "mse": F.mse_loss(wide_pred, wide_mos),
@@ -153,7 +173,10 @@ class GSNTrainingLoss(nn.Module):
             "list": listwise_kl_loss(wide_pred, wide_mos, self.list_temperature),
             "rank": soft_srcc_loss(wide_pred, wide_mos, self.rank_temperature, self.eps),
         }
-        weights = {"mse": self.mse_weight, "pair": self.alpha, "list": self.beta, "rank": self.rank_weight}
+        if own is not None:
+            terms["anchor"] = anchor_loss(pred, own)
+        weights = {"mse": self.mse_weight, "pair": self.alpha, "list": self.beta, "rank": self.rank_weight,
+                   "anchor": self.anchor_weight}
         total = sum((weights[k] * v for k, v in terms.items() if weights[k] != 0), _zero(wide_pred))
         total = total.to(torch.float32)
         logged = {"total": total.detach()}
@@ -162,5 +185,5 @@ class GSNTrainingLoss(nn.Module):
 
     def extra_repr(self) -> str:
         return (f"alpha={self.alpha}, beta={self.beta}, mse_weight={self.mse_weight}, "
-                f"rank_weight={self.rank_weight}, list_temperature={self.list_temperature}, "
+                f"rank_weight={self.rank_weight}, anchor_weight={self.anchor_weight}, list_temperature={self.list_temperature}, "
                 f"rank_temperature={self.rank_temperature}")

@@ -38,7 +38,8 @@ def gmsd(ref: torch.Tensor, dist: torch.Tensor, t: float = 170 / 255**2) -> torc
     def magnitude(img: torch.Tensor) -> torch.Tensor:
         y = (img * weights).sum(1, keepdim=True)
         y = F.avg_pool2d(F.pad(y, [0, y.shape[-1] % 2, 0, y.shape[-2] % 2]), 2)
-        return F.conv2d(y, kernels, padding=1).pow(2).sum(1).sqrt()
+        # + 1e-12 under the root (piq has none): a finite gradient where the image is flat, for GMSD as a loss
+        return F.conv2d(y, kernels, padding=1).pow(2).sum(1).add(1e-12).sqrt()
 
     m_ref, m_dist = magnitude(ref), magnitude(dist)
     gms = (2 * m_ref * m_dist + t) / (m_ref**2 + m_dist**2 + t)

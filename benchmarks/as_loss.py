@@ -1,0 +1,270 @@
+"""GSN as a loss, judged: does minimising it bring an image back to its reference, and how far does a small
+attack move each metric? (Ding, Ma, Wang & Simoncelli, IJCV 2021, compare metrics by such optimisation.)
+
+    python benchmarks/as_loss.py recovery [--steps 120] [--crops 1] [--out runs/as_loss]
+    python benchmarks/as_loss.py attack [--eps 2] [--pgd-steps 10]
+    python benchmarks/as_loss.py all            # both; what benchmarks/README.md reports
+
+**recovery**: 192×192 crops of ``examples/reference.png`` (made here; no ``../shared`` photograph) start
+blurred, JPEG-compressed, noisy or as uniform noise; each metric, as a loss (lower = closer), is the only
+objective of Adam (lr 0.01) on the pixels, clamped to [0, 1] after each step. At fixed steps the table gives
+PSNR, SSIM and ST-LPIPS-alex to the reference, the GSN score (default weights, higher = better; the reference
+scores itself ``own``) and the loss's own value. A contact sheet of the final images goes to ``--out``.
+
+**attack**: an L∞ PGD attack (``--pgd-steps`` steps of ε/4, radius ε/255) that makes each metric rate
+distorted crops as better as it can; the table gives each value before and after, the reference's own
+value, and whether the attacked image passes it.
+
+Losses: GSN ``form="score"`` (gsn-metric 0.1's ``hi − score``), the anchored default, and the anchored form with
+``score_weight=0.1``; MS-SSIM (pytorch-msssim), GMSD (plain torch), ST-LPIPS alex and vgg (``stlpips-pytorch``,
+needs torchvision: run this script in benchmarks/README.md's peers environment to have them). A missing peer
+is reported and left out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import platform
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image, ImageDraw
+
+import gsn_metric
+from gsn_metric.images import load_image
+from gsn_metric.train.peers import CLASSIC, gmsd, psnr
+
+HERE = Path(__file__).resolve().parent
+EXAMPLES = HERE.parent / "examples"
+Loss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (x, ref) -> N values, lower = closer
+
+
+def crops(n: int, size: int = 192) -> torch.Tensor:
+    """``n`` fixed, spread-out size² crops of examples/reference.png: n×3×size×size in [0, 1]."""
+    img = load_image(EXAMPLES / "reference.png")
+    h, w = img.shape[-2:]
+    spots = [(96, 160), (0, 0), (h - size, w - size), (0, w - size)]
+    if n > len(spots):
+        raise SystemExit(f"--crops takes at most {len(spots)}")
+    return torch.stack([img[:, t : t + size, l : l + size] for t, l in spots[:n]])
+
+
+def _jpeg(x: torch.Tensor, quality: int) -> torch.Tensor:
+    """Each image of N×3×H×W saved as JPEG by Pillow at ``quality`` and decoded."""
+    out = []
+    for img in x:
+        buf = io.BytesIO()
+        Image.fromarray((img.permute(1, 2, 0) * 255).round().byte().numpy()).save(buf, "JPEG", quality=quality)
+        buf.seek(0)
+        out.append(torch.from_numpy(np.array(Image.open(buf).convert("RGB"))))
+    return torch.stack(out).permute(0, 3, 1, 2).float() / 255
+
+
+def _blur(x: torch.Tensor, sigma: float = 1.5) -> torch.Tensor:
+    r = int(3 * sigma)
+    k = torch.exp(-torch.arange(-r, r + 1, dtype=x.dtype) ** 2 / (2 * sigma**2))
+    k = k / k.sum()
+    x = F.pad(x, (r, r, r, r), mode="reflect")
+    x = F.conv2d(x, k.view(1, 1, 1, -1).expand(3, 1, 1, -1), groups=3)
+    return F.conv2d(x, k.view(1, 1, -1, 1).expand(3, 1, -1, 1), groups=3)
+
+
+def starts(ref: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The starting images of the recovery test, seeded."""
+    g = torch.Generator().manual_seed(0)
+    return {
+        "blur": _blur(ref),
+        "JPEG q10": _jpeg(ref, 10),
+        "noise σ=0.1": (ref + 0.1 * torch.randn(ref.shape, generator=g)).clamp(0, 1),
+        "uniform noise": torch.rand(ref.shape, generator=g),
+    }
+
+
+def losses(device: torch.device) -> tuple[dict[str, Loss], dict[str, str]]:
+    """Every metric as a loss (x, ref) → N values, lower = closer; and why each missing one is missing."""
+    out: dict[str, Loss] = {}
+    missing: dict[str, str] = {}
+    for name, kwargs in [("GSN score (form='score', 0.1)", {"form": "score"}),
+                         ("GSN anchored (default)", {}),
+                         ("GSN anchored, score_weight=0.1", {"score_weight": 0.1})]:
+        out[name] = gsn_metric.GSNLoss(device=device, reduction="none", **kwargs)
+    try:
+        import pytorch_msssim  # noqa: F401
+
+        ms_ssim = CLASSIC["MS-SSIM"][0]
+        out["MS-SSIM"] = lambda x, r: 1 - ms_ssim(r, x)
+    except ImportError:
+        missing["MS-SSIM"] = "pip install pytorch-msssim"
+    out["GMSD"] = lambda x, r: gmsd(r, x)
+    for net in ("alex", "vgg"):
+        try:
+            m = _stlpips(net, device)
+            out[f"ST-LPIPS-{net}"] = lambda x, r, m=m: m(x, r)
+        except ImportError as err:
+            missing[f"ST-LPIPS-{net}"] = f"{err} (stlpips-pytorch needs torchvision: benchmarks/README.md)"
+    return out, missing
+
+
+def _stlpips(net: str, device: torch.device) -> Loss:
+    import contextlib
+    import os
+
+    from stlpips_pytorch import stlpips
+
+    with open(os.devnull, "w") as null, contextlib.redirect_stdout(null):  # it prints its set-up
+        m = stlpips.LPIPS(net=net, variant="shift_tolerant").to(device).eval()
+    m.requires_grad_(False)
+    return lambda x, r: m(x, r, normalize=True).flatten()
+
+
+def _ssim(r: torch.Tensor, x: torch.Tensor) -> torch.Tensor | None:
+    try:
+        return CLASSIC["SSIM"][0](r, x)
+    except ImportError:
+        return None
+
+
+def recovery(args: argparse.Namespace, device: torch.device) -> dict:
+    refs = crops(args.crops).to(device)
+    loss_fns, missing = losses(device)
+    score = gsn_metric.GSNScore(device=device)
+    judge = loss_fns.get("ST-LPIPS-alex")
+    with torch.no_grad():
+        own = score(refs, refs)
+    checkpoints = sorted({0, args.steps // 3, args.steps})
+    results, finals = [], {}
+    for start_name, x0 in starts(refs.cpu()).items():
+        for loss_name, fn in loss_fns.items():
+            x = x0.to(device).clone().requires_grad_(True)
+            opt = torch.optim.Adam([x], lr=args.lr)
+            t0 = time.perf_counter()
+            for step in range(args.steps + 1):
+                value = fn(x, refs)
+                if step in checkpoints:
+                    with torch.no_grad():
+                        row = {"start": start_name, "loss": loss_name, "step": step,
+                               "psnr": psnr(refs, x).mean().item(),
+                               "ssim": None if (s := _ssim(refs, x)) is None else s.mean().item(),
+                               "st_lpips_alex": None if judge is None else judge(x, refs).mean().item(),
+                               "gsn": score(refs, x).mean().item(), "gsn_max": score(refs, x).max().item(),
+                               "own": own.mean().item(), "value": value.mean().item(),
+                               "seconds": time.perf_counter() - t0}
+                    results.append(row)
+                    print(_row(row), flush=True)
+                if step == args.steps:
+                    break
+                opt.zero_grad()
+                value.sum().backward()
+                opt.step()
+                with torch.no_grad():
+                    x.clamp_(0, 1)
+            finals[(start_name, loss_name)] = x.detach()[0].cpu()
+    sheet = args.out / "recovery_sheet.png"
+    contact_sheet(refs[0].cpu(), {k: v[0] for k, v in starts(refs.cpu()).items()}, finals, sheet)
+    print(f"contact sheet: {sheet}")
+    return {"rows": results, "missing": missing}
+
+
+def _row(r: dict) -> str:
+    fmt = lambda v, p=3: "n/a" if v is None else f"{v:.{p}f}"
+    return (f"| {r['start']} | {r['loss']} | {r['step']} | {r['psnr']:.2f} | {fmt(r['ssim'])} | "
+            f"{fmt(r['st_lpips_alex'])} | {r['gsn']:.2f} (own {r['own']:.2f}) | {r['value']:.4f} | "
+            f"{r['seconds']:.0f} |")
+
+
+def contact_sheet(ref: torch.Tensor, start_imgs: dict[str, torch.Tensor],
+                  finals: dict[tuple[str, str], torch.Tensor], path: Path) -> None:
+    """Rows: starts; columns: the reference, the start, then each loss's final image; labelled."""
+    names = list(dict.fromkeys(k[1] for k in finals))
+    size, label = ref.shape[-1], 28
+    cols = ["reference", "start", *names]
+    sheet = Image.new("RGB", (len(cols) * size, len(start_imgs) * (size + label) + label), "white")
+    draw = ImageDraw.Draw(sheet)
+    for j, c in enumerate(cols):
+        draw.text((j * size + 2, 2), c.replace(" (", "\n("), fill="black")
+
+    def put(img: torch.Tensor, i: int, j: int) -> None:
+        arr = (img.clamp(0, 1).permute(1, 2, 0) * 255).round().byte().numpy()
+        sheet.paste(Image.fromarray(arr), (j * size, label + i * (size + label) + label))
+
+    for i, (start_name, x0) in enumerate(start_imgs.items()):
+        draw.text((2, label + i * (size + label) + 8), start_name, fill="black")
+        put(ref, i, 0)
+        put(x0, i, 1)
+        for j, name in enumerate(names):
+            put(finals[(start_name, name)], i, 2 + j)
+    sheet.save(path)
+
+
+def attack(args: argparse.Namespace, device: torch.device) -> dict:
+    """PGD towards 'better' for each metric, on distorted crops; before, after, the reference's own value."""
+    refs = crops(args.crops).to(device)
+    dist_img = load_image(EXAMPLES / "distorted.png").to(device)
+    jpeg7 = torch.stack([dist_img[:, t : t + 192, l : l + 192]
+                         for t, l in [(96, 160), (0, 0), (192, 320), (0, 320)][: args.crops]])
+    cases = {"JPEG q7 (examples/distorted.png)": jpeg7, **{k: v.to(device) for k, v in starts(refs.cpu()).items()
+                                                            if k in ("blur", "noise σ=0.1")}}
+    loss_fns, missing = losses(device)
+    score = gsn_metric.GSNScore(device=device)
+    # GSN's own score is the metric under attack (higher = better); the others are their losses.
+    metrics: dict[str, Loss] = {"GSN score": lambda x, r: -score(r, x)}
+    metrics.update({k: v for k, v in loss_fns.items() if not k.startswith("GSN score")})
+    eps = args.eps / 255
+    rows = []
+    for case, dist in cases.items():
+        for name, fn in metrics.items():
+            with torch.no_grad():
+                own, before = fn(refs, refs).mean().item(), fn(dist, refs).mean().item()
+            x = dist.clone()
+            for _ in range(args.pgd_steps):
+                x.requires_grad_(True)
+                (grad,) = torch.autograd.grad(fn(x, refs).sum(), x)
+                with torch.no_grad():
+                    x = dist + (x - eps / 4 * grad.sign() - dist).clamp(-eps, eps)
+                    x = x.clamp(0, 1)
+            with torch.no_grad():
+                after = fn(x, refs)
+            sign = -1 if name == "GSN score" else 1  # report GSN as its score, the rest as losses
+            row = {"case": case, "metric": name, "before": sign * before, "after": sign * after.mean().item(),
+                   "own": sign * own, "passes_own": bool((after < own).any()),
+                   "psnr_after": psnr(refs, x).mean().item(), "psnr_before": psnr(refs, dist).mean().item()}
+            rows.append(row)
+            print(f"| {case} | {name} | {row['before']:.4f} | {row['after']:.4f} | {row['own']:.4f} | "
+                  f"{'yes' if row['passes_own'] else 'no'} |", flush=True)
+    return {"rows": rows, "missing": missing}
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("part", choices=("recovery", "attack", "all"))
+    p.add_argument("--steps", type=int, default=120)
+    p.add_argument("--lr", type=float, default=0.01)
+    p.add_argument("--crops", type=int, default=1, help="crops of examples/reference.png (1 to 4)")
+    p.add_argument("--eps", type=float, default=2.0, help="attack radius in 1/255 steps")
+    p.add_argument("--pgd-steps", type=int, default=10)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--out", type=Path, default=Path("runs/as_loss"))
+    args = p.parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)  # before the long work: a folder that cannot be made fails now
+    (args.out / "results.json").touch()
+    device = torch.device(args.device)
+    out = {"machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
+                      f"torch {torch.__version__}", "args": {k: str(v) for k, v in vars(args).items()}}
+    if args.part in ("attack", "all"):
+        print("| distorted crop | metric | before | after attack | reference's own | passes own |")
+        out["attack"] = attack(args, device)
+    if args.part in ("recovery", "all"):
+        print("| start | loss | step | PSNR dB | SSIM | ST-LPIPS-alex | GSN score | loss value | s |")
+        out["recovery"] = recovery(args, device)
+    (args.out / "results.json").write_text(json.dumps(out, indent=1, ensure_ascii=False))
+    print(f"results: {args.out / 'results.json'}")
+
+
+if __name__ == "__main__":
+    main()
