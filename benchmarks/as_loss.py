@@ -2,7 +2,7 @@
 attack move each metric? (Ding, Ma, Wang & Simoncelli, IJCV 2021, compare metrics by such optimisation.)
 
     python benchmarks/as_loss.py recovery [--steps 120] [--crops 1] [--out runs/as_loss]
-    python benchmarks/as_loss.py attack [--eps 2] [--pgd-steps 10]
+    python benchmarks/as_loss.py attack [--eps 2] [--pgd-steps 10] [--weights FILE] [--only GSN]
     python benchmarks/as_loss.py all            # both; what benchmarks/README.md reports
 
 **recovery**: 192×192 crops of ``examples/reference.png`` (made here; no ``../shared`` photograph) start
@@ -86,14 +86,14 @@ def starts(ref: torch.Tensor) -> dict[str, torch.Tensor]:
     }
 
 
-def losses(device: torch.device) -> tuple[dict[str, Loss], dict[str, str]]:
+def losses(device: torch.device, weights: str | None = None) -> tuple[dict[str, Loss], dict[str, str]]:
     """Every metric as a loss (x, ref) → N values, lower = closer; and why each missing one is missing."""
     out: dict[str, Loss] = {}
     missing: dict[str, str] = {}
     for name, kwargs in [("GSN score (form='score', 0.1)", {"form": "score"}),
                          ("GSN anchored (default)", {}),
                          ("GSN anchored, score_weight=0.1", {"score_weight": 0.1})]:
-        out[name] = gsn_metric.GSNLoss(device=device, reduction="none", **kwargs)
+        out[name] = gsn_metric.GSNLoss(weights, device=device, reduction="none", **kwargs)
     try:
         import pytorch_msssim  # noqa: F401
 
@@ -109,6 +109,10 @@ def losses(device: torch.device) -> tuple[dict[str, Loss], dict[str, str]]:
         except ImportError as err:
             missing[f"ST-LPIPS-{net}"] = f"{err} (stlpips-pytorch needs torchvision: benchmarks/README.md)"
     return out, missing
+
+
+def _selected(fns: dict[str, Loss], only: str | None) -> dict[str, Loss]:
+    return {k: v for k, v in fns.items() if only is None or only in k}
 
 
 def _stlpips(net: str, device: torch.device) -> Loss:
@@ -132,15 +136,15 @@ def _ssim(r: torch.Tensor, x: torch.Tensor) -> torch.Tensor | None:
 
 def recovery(args: argparse.Namespace, device: torch.device) -> dict:
     refs = crops(args.crops).to(device)
-    loss_fns, missing = losses(device)
-    score = gsn_metric.GSNScore(device=device)
+    loss_fns, missing = losses(device, args.weights)
+    score = gsn_metric.GSNScore(args.weights, device=device)
     judge = loss_fns.get("ST-LPIPS-alex")
     with torch.no_grad():
         own = score(refs, refs)
     checkpoints = sorted({0, args.steps // 3, args.steps})
     results, finals = [], {}
     for start_name, x0 in starts(refs.cpu()).items():
-        for loss_name, fn in loss_fns.items():
+        for loss_name, fn in _selected(loss_fns, args.only).items():
             x = x0.to(device).clone().requires_grad_(True)
             opt = torch.optim.Adam([x], lr=args.lr)
             t0 = time.perf_counter()
@@ -210,15 +214,15 @@ def attack(args: argparse.Namespace, device: torch.device) -> dict:
                          for t, l in [(96, 160), (0, 0), (192, 320), (0, 320)][: args.crops]])
     cases = {"JPEG q7 (examples/distorted.png)": jpeg7, **{k: v.to(device) for k, v in starts(refs.cpu()).items()
                                                             if k in ("blur", "noise σ=0.1")}}
-    loss_fns, missing = losses(device)
-    score = gsn_metric.GSNScore(device=device)
+    loss_fns, missing = losses(device, args.weights)
+    score = gsn_metric.GSNScore(args.weights, device=device)
     # GSN's own score is the metric under attack (higher = better); the others are their losses.
     metrics: dict[str, Loss] = {"GSN score": lambda x, r: -score(r, x)}
     metrics.update({k: v for k, v in loss_fns.items() if not k.startswith("GSN score")})
     eps = args.eps / 255
     rows = []
     for case, dist in cases.items():
-        for name, fn in metrics.items():
+        for name, fn in _selected(metrics, args.only).items():
             with torch.no_grad():
                 own, before = fn(refs, refs).mean().item(), fn(dist, refs).mean().item()
             x = dist.clone()
@@ -249,7 +253,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--eps", type=float, default=2.0, help="attack radius in 1/255 steps")
     p.add_argument("--pgd-steps", type=int, default=10)
     p.add_argument("--device", default="cpu")
+    p.add_argument("--weights", default=None, help="GSN weights (a file or a released name; default: the default)")
     p.add_argument("--out", type=Path, default=Path("runs/as_loss"))
+    p.add_argument("--only", default=None, help="only the losses whose name contains this (e.g. GSN)")
     args = p.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)  # before the long work: a folder that cannot be made fails now
     (args.out / "results.json").touch()

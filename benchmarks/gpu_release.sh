@@ -25,6 +25,7 @@ TRAIN=${TRAIN:-330}                         # seconds of training the cosine sch
 WORKERS=${WORKERS:-15}                      # data workers: 16 cores, one left to the training process
 BATCH=${BATCH:-32}
 LR=${LR:-1e-3}
+ANCHOR=${ANCHOR:-0}                         # --anchor-weight: the reference anchor of issue 16 (0: the paper's loss)
 VAL_FRACTION=${VAL_FRACTION:-0.05}          # 12 of the 239 photographs, 1,500 pairs: the CPU release's split
 RUN=${RUN:-/tmp/gsn-gpu-run}
 export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD:$PWD/$GPU/site${PYTHONPATH:+:$PYTHONPATH}"
@@ -55,7 +56,8 @@ EOF
     # 1. throughput probe: the same pipeline, PROBE seconds, thrown away
     rm -rf "$RUN" && mkdir -p "$RUN"
     python3 -m gsn_metric.train fit "${data_flags[@]}" "${model_flags[@]}" --device "$DEVICE" --workers "$WORKERS" \
-        --batch-size "$BATCH" --epochs 1 --epoch-length 1000000 --time-limit "$PROBE" --out "$RUN/probe" \
+        --batch-size "$BATCH" --anchor-weight "$ANCHOR" --epochs 1 --epoch-length 1000000 --time-limit "$PROBE" \
+        --out "$RUN/probe" \
         2>&1 | tee "$OUT/probe.log"
     rate=$(python3 -c "import json; print(json.load(open('$RUN/probe/history.json'))[-1]['pairs_per_s'])")
     # 2. plan TRAIN seconds of it as one cosine epoch (whole batches), train, measure, install into $OUT/weights
@@ -63,7 +65,7 @@ EOF
     echo "probe: $rate pairs/s -> epoch of $length pairs for ${TRAIN}s" | tee -a "$OUT/probe.log"
     python3 -m gsn_metric.train release "${data_flags[@]}" "${model_flags[@]}" --device "$DEVICE" \
         --workers "$WORKERS" --batch-size "$BATCH" --lr "$LR" --lr-schedule cosine --warmup-steps 50 \
-        "${init_flags[@]}" --epochs 1 --epoch-length "$length" --val-every 0 --time-limit $((TRAIN + 60)) \
+        --anchor-weight "$ANCHOR" "${init_flags[@]}" --epochs 1 --epoch-length "$length" --val-every 0 --time-limit $((TRAIN + 60)) \
         --out "$RUN/release" --name "$NAME" --weights-dir "$OUT/weights" --must-beat "" 2>&1 | tee "$OUT/release.log" \
         || status=$?
     # the measurements come back even when the gate (beat the --init weights) installed nothing
@@ -75,5 +77,8 @@ bench|all)
     [[ $STAGE == bench ]] && install_wheels
     weights="$RUN/weights/$NAME.safetensors"; [[ -f $weights ]] || weights="$GPU/weights/$NAME.safetensors"
     python3 benchmarks/speed.py --device "$DEVICE" --batch-sizes 1 8 64 --weights "$weights" 2>&1 | tee "$OUT/speed.md"
+    # GSN as a loss and under attack on the new weights (issue 16): GSN rows only, seconds on a GPU
+    python3 benchmarks/as_loss.py all --device "$DEVICE" --weights "$weights" --only GSN --out "$OUT/as_loss" \
+        2>&1 | tee "$OUT/as_loss.md"
     ;;
 esac

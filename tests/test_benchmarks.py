@@ -59,3 +59,21 @@ def test_reliability_bad_inputs_and_tampering(tmp_path, tiny_weights):
     assert tally.tried >= 60 and (tally.crashes, tally.silent) == (0, 0), tally.failures
     refused, tried, loaded = rel.tampering(tmp_path / "tamper")
     assert refused == tried and not loaded, loaded
+
+
+def test_as_loss_recovery_and_attack_on_a_tiny_network(tmp_path, tiny_weights, capsys):
+    as_loss = load_script("as_loss")
+    as_loss.main(["all", "--steps", "2", "--pgd-steps", "1", "--weights", tiny_weights, "--only", "GSN",
+                  "--out", str(tmp_path)])
+    out = capsys.readouterr().out
+    results = json.loads((tmp_path / "results.json").read_text())
+    recovery, attack = results["recovery"]["rows"], results["attack"]["rows"]
+    # 4 starts × 3 GSN loss forms × steps {0, 2}; 3 distorted crops × (the score + 2 anchored forms)
+    assert len(recovery) == 4 * 3 * 2 and len(attack) == 3 * 3
+    assert {r["loss"] for r in recovery} == {"GSN score (form='score', 0.1)", "GSN anchored (default)",
+                                             "GSN anchored, score_weight=0.1"}
+    # the anchored loss is ≥ 0 with 0 at the reference: no attack can take it past the reference's own value
+    assert all(not r["passes_own"] for r in attack if "anchored" in r["metric"])
+    assert all(r["own"] == 0 for r in attack if "anchored" in r["metric"])
+    assert (tmp_path / "recovery_sheet.png").stat().st_size > 0
+    assert "| blur | GSN anchored (default) | 2 |" in out
