@@ -14,8 +14,8 @@ positive elsewhere, by construction:
   start: ``benchmarks/README.md``, "GSN as a loss").
 * the **anchored score** term asks for the reference's own score, not for more: an image GSN rates above the
   reference is pushed back down, so the score cannot run off its scale. Its default weight is small (0.01)
-  because its gradient is the adversarial direction the old loss followed: at 0.1 it already undid the
-  recovery in the benchmark, at 0.01 it did not (measured, not assumed; the table is in the README).
+  because its gradient is the adversarial direction the old loss followed: at weight 1 it undid the recovery
+  from a blurred start, at 0.01 it did not (measured, not assumed: ``benchmarks/README.md``, "GSN as a loss").
 
 Deeper levels of the branch were tried as feature distances too (LPIPS-style unit-normalised and relative
 squared error, equal weights) and were fooled like the score: their gradients raised the score and lowered
