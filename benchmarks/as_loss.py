@@ -112,7 +112,8 @@ def losses(device: torch.device, weights: str | None = None) -> tuple[dict[str, 
 
 
 def _selected(fns: dict[str, Loss], only: str | None) -> dict[str, Loss]:
-    return {k: v for k, v in fns.items() if only is None or only in k}
+    """The losses whose name contains one of the comma-separated parts of ``only`` (all if None)."""
+    return {k: v for k, v in fns.items() if only is None or any(part in k for part in only.split(","))}
 
 
 def _stlpips(net: str, device: torch.device) -> Loss:
@@ -255,7 +256,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--device", default="cpu")
     p.add_argument("--weights", default=None, help="GSN weights (a file or a released name; default: the default)")
     p.add_argument("--out", type=Path, default=Path("runs/as_loss"))
-    p.add_argument("--only", default=None, help="only the losses whose name contains this (e.g. GSN)")
+    p.add_argument("--only", default=None, help="only the losses whose name contains one of these comma-separated parts (e.g. GSN)")
     args = p.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)  # before the long work: a folder that cannot be made fails now
     (args.out / "results.json").touch()

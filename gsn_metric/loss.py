@@ -10,12 +10,12 @@ positive elsewhere, by construction:
 
 * ``D`` is the relative squared error of GSN's own full-resolution features, the Siamese branch's stem (64
   channels of ReLU(3×3 conv), as trained): ``‖f(ref) − f(x)‖² / ‖f(ref)‖²`` per patch. It is 0 where the
-  features agree and its gradient points back to the reference from anywhere (a blurred, a JPEG or a noisy
-  start: ``benchmarks/README.md``, "GSN as a loss").
+  features agree; in the benchmark its gradient led back towards the reference from a blurred, a JPEG, a
+  noisy and a uniform-noise start (``benchmarks/README.md``, "as_loss.py").
 * the **anchored score** term asks for the reference's own score, not for more: an image GSN rates above the
   reference is pushed back down, so the score cannot run off its scale. Its default weight is small (0.01)
   because its gradient is the adversarial direction the old loss followed: at weight 1 it undid the recovery
-  from a blurred start, at 0.01 it did not (measured, not assumed: ``benchmarks/README.md``, "GSN as a loss").
+  from a blurred start, at 0.01 it did not (measured, not assumed: ``benchmarks/README.md``, "as_loss.py").
 
 Deeper levels of the branch were tried as feature distances too (LPIPS-style unit-normalised and relative
 squared error, equal weights) and were fooled like the score: their gradients raised the score and lowered
@@ -55,7 +55,7 @@ class GSNLoss(nn.Module):
             stem's features agree at every pixel).
             ``"score"``: the plain ``(hi − s(ref, x)) / (hi − lo)`` of gsn-metric 0.1, kept for comparison;
             **it is fooled** when optimised on its own: its minimum is not the reference, and it drives the
-            score far above the reference's own (``benchmarks/README.md``, "GSN as a loss").
+            score far above the reference's own (``benchmarks/README.md``, "as_loss.py").
         score_weight: weight of the anchored score term in the anchored form (≥ 0; 0 leaves the feature
             distance alone). Larger weights follow GSN's judgement more and its adversarial gradient too.
         Others: as :class:`~gsn_metric.GSNScore`; ``reduction`` defaults to ``"mean"``; ``[lo, hi]`` is the
