@@ -100,27 +100,22 @@ class GSNLoss(nn.Module):
         return self.metric.info
 
     def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        m = self.metric
-        ref, dist = m._prepare(target, input)
-        r, d = m._patchify(ref), m._patchify(dist)  # N×P×3×h×w
-        n, per_pair = r.shape[:2]
-        out = [self._patch_losses(rc, dc) for rc, dc in zip(r.flatten(0, 1).split(m.batch_size),
-                                                             d.flatten(0, 1).split(m.batch_size))]
-        return _reduce(torch.cat(out).view(n, per_pair).mean(1), self.reduction)
+        ref, dist = self.metric._prepare(target, input)
+        # The metric's own patch loop (batch_size patches per pass, autocast, layout, "full"-mode memory check).
+        losses = [chunk.mean(1) for chunk in self.metric._per_pair(ref, dist, self._patch_losses)]
+        return _reduce(torch.cat(losses), self.reduction)
 
-    def _patch_losses(self, ref: torch.Tensor, dist: torch.Tensor) -> torch.Tensor:
+    def _patch_losses(self, net: nn.Module, ref: torch.Tensor, dist: torch.Tensor) -> torch.Tensor:
         """Losses of P pairs of patches (P×3×h×w each), one branch pass for both sides."""
-        m, net = self.metric, self.metric.net
         lo, hi = self.info.score_range
-        with m._autocast():
-            feats = net.branch.features(torch.cat([ref, dist]).contiguous(memory_format=m._layout))
-            k = ref.shape[0]
-            fr, fd = [f[:k] for f in feats], [f[k:] for f in feats]
-            score = net.head(fr[1:], fd[1:]).float()
-            if self.form == "score":
-                return (hi - score) / (hi - lo)
-            own = net.head(fr[1:], fr[1:]).float()
-            return feature_distance(fr[0], fd[0]) + self.score_weight * (own - score).abs() / (hi - lo)
+        feats = net.branch.features(torch.cat([ref, dist]))
+        k = ref.shape[0]
+        fr, fd = [f[:k] for f in feats], [f[k:] for f in feats]
+        score = net.head(fr[1:], fd[1:]).float()
+        if self.form == "score":
+            return (hi - score) / (hi - lo)
+        own = net.head(fr[1:], fr[1:]).float()
+        return feature_distance(fr[0], fd[0]) + self.score_weight * (own - score).abs() / (hi - lo)
 
     def extra_repr(self) -> str:
         return f"form={self.form!r}, score_weight={self.score_weight}, reduction={self.reduction!r}"
