@@ -45,9 +45,9 @@ EXAMPLES = HERE.parent / "examples"
 Loss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (x, ref) -> N values, lower = closer
 
 
-def crops(n: int, size: int = 192) -> torch.Tensor:
-    """``n`` fixed, spread-out size² crops of examples/reference.png: n×3×size×size in [0, 1]."""
-    img = load_image(EXAMPLES / "reference.png")
+def crops(n: int, size: int = 192, image: str = "reference.png") -> torch.Tensor:
+    """``n`` fixed, spread-out size² crops of examples/``image``: n×3×size×size in [0, 1]."""
+    img = load_image(EXAMPLES / image)
     h, w = img.shape[-2:]
     spots = [(96, 160), (0, 0), (h - size, w - size), (0, w - size)]
     if n > len(spots):
@@ -144,7 +144,8 @@ def recovery(args: argparse.Namespace, device: torch.device) -> dict:
         own = score(refs, refs)
     checkpoints = sorted({0, args.steps // 3, args.steps})
     results, finals = [], {}
-    for start_name, x0 in starts(refs.cpu()).items():
+    start_imgs = starts(refs.cpu())
+    for start_name, x0 in start_imgs.items():
         for loss_name, fn in _selected(loss_fns, args.only).items():
             x = x0.to(device).clone().requires_grad_(True)
             opt = torch.optim.Adam([x], lr=args.lr)
@@ -153,11 +154,12 @@ def recovery(args: argparse.Namespace, device: torch.device) -> dict:
                 value = fn(x, refs)
                 if step in checkpoints:
                     with torch.no_grad():
+                        gsn = score(refs, x)
                         row = {"start": start_name, "loss": loss_name, "step": step,
                                "psnr": psnr(refs, x).mean().item(),
                                "ssim": None if (s := _ssim(refs, x)) is None else s.mean().item(),
                                "st_lpips_alex": None if judge is None else judge(x, refs).mean().item(),
-                               "gsn": score(refs, x).mean().item(), "gsn_max": score(refs, x).max().item(),
+                               "gsn": gsn.mean().item(), "gsn_max": gsn.max().item(),
                                "own": own.mean().item(), "value": value.mean().item(),
                                "seconds": time.perf_counter() - t0}
                     results.append(row)
@@ -171,7 +173,7 @@ def recovery(args: argparse.Namespace, device: torch.device) -> dict:
                     x.clamp_(0, 1)
             finals[(start_name, loss_name)] = x.detach()[0].cpu()
     sheet = args.out / "recovery_sheet.png"
-    contact_sheet(refs[0].cpu(), {k: v[0] for k, v in starts(refs.cpu()).items()}, finals, sheet)
+    contact_sheet(refs[0].cpu(), {k: v[0] for k, v in start_imgs.items()}, finals, sheet)
     print(f"contact sheet: {sheet}")
     return {"rows": results, "missing": missing}
 
@@ -210,9 +212,7 @@ def contact_sheet(ref: torch.Tensor, start_imgs: dict[str, torch.Tensor],
 def attack(args: argparse.Namespace, device: torch.device) -> dict:
     """PGD towards 'better' for each metric, on distorted crops; before, after, the reference's own value."""
     refs = crops(args.crops).to(device)
-    dist_img = load_image(EXAMPLES / "distorted.png").to(device)
-    jpeg7 = torch.stack([dist_img[:, t : t + 192, l : l + 192]
-                         for t, l in [(96, 160), (0, 0), (192, 320), (0, 320)][: args.crops]])
+    jpeg7 = crops(args.crops, image="distorted.png").to(device)  # the same places as the references
     cases = {"JPEG q7 (examples/distorted.png)": jpeg7, **{k: v.to(device) for k, v in starts(refs.cpu()).items()
                                                             if k in ("blur", "noise σ=0.1")}}
     loss_fns, missing = losses(device, args.weights)
@@ -256,7 +256,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--device", default="cpu")
     p.add_argument("--weights", default=None, help="GSN weights (a file or a released name; default: the default)")
     p.add_argument("--out", type=Path, default=Path("runs/as_loss"))
-    p.add_argument("--only", default=None, help="only the losses whose name contains one of these comma-separated parts (e.g. GSN)")
+    p.add_argument("--only", default=None,
+                   help="only the losses whose name contains one of these comma-separated parts (e.g. GSN)")
     args = p.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)  # before the long work: a folder that cannot be made fails now
     (args.out / "results.json").touch()
