@@ -6,8 +6,8 @@ attack move each metric? (Ding, Ma, Wang & Simoncelli, IJCV 2021, compare metric
     python benchmarks/as_loss.py all            # both; what benchmarks/README.md reports
 
 **recovery**: 192×192 crops of ``examples/reference.png`` (made here; no ``../shared`` photograph) start
-blurred, JPEG-compressed, noisy or as uniform noise; each metric, as a loss (lower = closer), is the only
-objective of Adam (lr 0.01) on the pixels, clamped to [0, 1] after each step. At fixed steps the table gives
+blurred, JPEG-compressed or noisy the KADID-10k way, or as uniform noise; each metric, as a loss (lower =
+closer), is the only objective of Adam (lr 0.01) on the pixels, clamped to [0, 1] after each step. At fixed steps the table gives
 PSNR, SSIM and ST-LPIPS-alex to the reference, the GSN score (default weights, higher = better; the reference
 scores itself ``own``) and the loss's own value. A contact sheet of the final images goes to ``--out``.
 
@@ -24,21 +24,23 @@ is reported and left out.
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import platform
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image, ImageDraw
 
 import gsn_metric
 from gsn_metric.images import load_image
+from gsn_metric.train.distortions import distort
 from gsn_metric.train.peers import CLASSIC, gmsd, psnr
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # a folder of scripts: its shared peers module
+import peers
 
 HERE = Path(__file__).resolve().parent
 EXAMPLES = HERE.parent / "examples"
@@ -55,33 +57,14 @@ def crops(n: int, size: int = 192, image: str = "reference.png") -> torch.Tensor
     return torch.stack([img[:, t : t + size, l : l + size] for t, l in spots[:n]])
 
 
-def _jpeg(x: torch.Tensor, quality: int) -> torch.Tensor:
-    """Each image of N×3×H×W saved as JPEG by Pillow at ``quality`` and decoded."""
-    out = []
-    for img in x:
-        buf = io.BytesIO()
-        Image.fromarray((img.permute(1, 2, 0) * 255).round().byte().numpy()).save(buf, "JPEG", quality=quality)
-        buf.seek(0)
-        out.append(torch.from_numpy(np.array(Image.open(buf).convert("RGB"))))
-    return torch.stack(out).permute(0, 3, 1, 2).float() / 255
-
-
-def _blur(x: torch.Tensor, sigma: float = 1.5) -> torch.Tensor:
-    r = int(3 * sigma)
-    k = torch.exp(-torch.arange(-r, r + 1, dtype=x.dtype) ** 2 / (2 * sigma**2))
-    k = k / k.sum()
-    x = F.pad(x, (r, r, r, r), mode="reflect")
-    x = F.conv2d(x, k.view(1, 1, 1, -1).expand(3, 1, 1, -1), groups=3)
-    return F.conv2d(x, k.view(1, 1, -1, 1).expand(3, 1, -1, 1), groups=3)
-
-
 def starts(ref: torch.Tensor) -> dict[str, torch.Tensor]:
-    """The starting images of the recovery test, seeded."""
+    """The starting images of the recovery test, made the KADID-10k way (``gsn_metric.train.distortions``,
+    seeded), plus uniform noise."""
     g = torch.Generator().manual_seed(0)
     return {
-        "blur": _blur(ref),
-        "JPEG q10": _jpeg(ref, 10),
-        "noise σ=0.1": (ref + 0.1 * torch.randn(ref.shape, generator=g)).clamp(0, 1),
+        "blur": distort(ref, 1, 3.5),  # Gaussian blur σ = 1.5
+        "JPEG q7": distort(ref, 10, 4),  # KADID JPEG level 4: Pillow quality 7
+        "noise σ=0.1": distort(ref, 11, 5, g),  # KADID white noise level 5: variance 0.01
         "uniform noise": torch.rand(ref.shape, generator=g),
     }
 
@@ -102,30 +85,18 @@ def losses(device: torch.device, weights: str | None = None) -> tuple[dict[str, 
     except ImportError:
         missing["MS-SSIM"] = "pip install pytorch-msssim"
     out["GMSD"] = lambda x, r: gmsd(r, x)
-    for net in ("alex", "vgg"):
+    for name in ("ST-LPIPS-alex", "ST-LPIPS-vgg"):
         try:
-            m = _stlpips(net, device)
-            out[f"ST-LPIPS-{net}"] = lambda x, r, m=m: m(x, r)
+            f, _ = peers.build(name, device)
+            out[name] = lambda x, r, f=f: f(r, x)
         except ImportError as err:
-            missing[f"ST-LPIPS-{net}"] = f"{err} (stlpips-pytorch needs torchvision: benchmarks/README.md)"
+            missing[name] = peers.why_unavailable(err, "stlpips-pytorch, torchvision")
     return out, missing
 
 
 def _selected(fns: dict[str, Loss], only: str | None) -> dict[str, Loss]:
     """The losses whose name contains one of the comma-separated parts of ``only`` (all if None)."""
     return {k: v for k, v in fns.items() if only is None or any(part in k for part in only.split(","))}
-
-
-def _stlpips(net: str, device: torch.device) -> Loss:
-    import contextlib
-    import os
-
-    from stlpips_pytorch import stlpips
-
-    with open(os.devnull, "w") as null, contextlib.redirect_stdout(null):  # it prints its set-up
-        m = stlpips.LPIPS(net=net, variant="shift_tolerant").to(device).eval()
-    m.requires_grad_(False)
-    return lambda x, r: m(x, r, normalize=True).flatten()
 
 
 def _ssim(r: torch.Tensor, x: torch.Tensor) -> torch.Tensor | None:
@@ -135,7 +106,9 @@ def _ssim(r: torch.Tensor, x: torch.Tensor) -> torch.Tensor | None:
         return None
 
 
-def recovery(args: argparse.Namespace, device: torch.device) -> dict:
+def recovery(args: argparse.Namespace, device: torch.device, save: Callable[[dict], None]) -> None:
+    """Each loss from each start; ``save`` gets the results so far after every run, and the sheet is redrawn,
+    so a run cut short leaves what it measured."""
     refs = crops(args.crops).to(device)
     loss_fns, missing = losses(device, args.weights)
     score = gsn_metric.GSNScore(args.weights, device=device)
@@ -145,6 +118,7 @@ def recovery(args: argparse.Namespace, device: torch.device) -> dict:
     checkpoints = sorted({0, args.steps // 3, args.steps})
     results, finals = [], {}
     start_imgs = starts(refs.cpu())
+    sheet = args.out / "recovery_sheet.png"
     for start_name, x0 in start_imgs.items():
         for loss_name, fn in _selected(loss_fns, args.only).items():
             x = x0.to(device).clone().requires_grad_(True)
@@ -172,10 +146,9 @@ def recovery(args: argparse.Namespace, device: torch.device) -> dict:
                 with torch.no_grad():
                     x.clamp_(0, 1)
             finals[(start_name, loss_name)] = x.detach()[0].cpu()
-    sheet = args.out / "recovery_sheet.png"
-    contact_sheet(refs[0].cpu(), {k: v[0] for k, v in start_imgs.items()}, finals, sheet)
+            contact_sheet(refs[0].cpu(), {k: v[0] for k, v in start_imgs.items()}, finals, sheet)
+            save({"rows": results, "missing": missing})
     print(f"contact sheet: {sheet}")
-    return {"rows": results, "missing": missing}
 
 
 def _row(r: dict) -> str:
@@ -205,11 +178,12 @@ def contact_sheet(ref: torch.Tensor, start_imgs: dict[str, torch.Tensor],
         put(ref, i, 0)
         put(x0, i, 1)
         for j, name in enumerate(names):
-            put(finals[(start_name, name)], i, 2 + j)
+            if (start_name, name) in finals:  # not yet run: left blank
+                put(finals[(start_name, name)], i, 2 + j)
     sheet.save(path)
 
 
-def attack(args: argparse.Namespace, device: torch.device) -> dict:
+def attack(args: argparse.Namespace, device: torch.device, save: Callable[[dict], None]) -> None:
     """PGD towards 'better' for each metric, on distorted crops; before, after, the reference's own value."""
     refs = crops(args.crops).to(device)
     jpeg7 = crops(args.crops, image="distorted.png").to(device)  # the same places as the references
@@ -242,7 +216,7 @@ def attack(args: argparse.Namespace, device: torch.device) -> dict:
             rows.append(row)
             print(f"| {case} | {name} | {row['before']:.4f} | {row['after']:.4f} | {row['own']:.4f} | "
                   f"{'yes' if row['passes_own'] else 'no'} |", flush=True)
-    return {"rows": rows, "missing": missing}
+            save({"rows": rows, "missing": missing})
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -264,14 +238,21 @@ def main(argv: list[str] | None = None) -> None:
     device = torch.device(args.device)
     out = {"machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
                       f"torch {torch.__version__}", "args": {k: str(v) for k, v in vars(args).items()}}
+    path = args.out / "results.json"
+
+    def saver(part: str) -> Callable[[dict], None]:
+        def save(results: dict) -> None:  # after every run: a run cut short keeps what it measured
+            out[part] = results
+            path.write_text(json.dumps(out, indent=1, ensure_ascii=False))
+        return save
+
     if args.part in ("attack", "all"):
         print("| distorted crop | metric | before | after attack | reference's own | passes own |")
-        out["attack"] = attack(args, device)
+        attack(args, device, saver("attack"))
     if args.part in ("recovery", "all"):
         print("| start | loss | step | PSNR dB | SSIM | ST-LPIPS-alex | GSN score | loss value | s |")
-        out["recovery"] = recovery(args, device)
-    (args.out / "results.json").write_text(json.dumps(out, indent=1, ensure_ascii=False))
-    print(f"results: {args.out / 'results.json'}")
+        recovery(args, device, saver("recovery"))
+    print(f"results: {path}")
 
 
 if __name__ == "__main__":

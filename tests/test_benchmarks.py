@@ -1,11 +1,16 @@
 """Smoke tests of benchmarks/: speed.py's tables come out on a tiny network in seconds (no timing assertions);
-quality.py scores a tiny rated data set with a GSN weight file and PSNR."""
+quality.py scores a tiny rated data set with a GSN weight file and PSNR; as_loss.py and sr_loss.py run their
+protocol at toy size."""
 
 from __future__ import annotations
 
 import importlib.util
 import json
 from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
 
 import gsn_metric
 
@@ -77,3 +82,22 @@ def test_as_loss_recovery_and_attack_on_a_tiny_network(tmp_path, tiny_weights, c
     assert all(r["own"] == 0 for r in attack if "anchored" in r["metric"])
     assert (tmp_path / "recovery_sheet.png").stat().st_size > 0
     assert "| blur | GSN anchored (default) | 2 |" in out
+
+
+def test_sr_loss_trains_and_judges_each_run(tmp_path, tiny_weights, capsys):
+    sr_loss = load_script("sr_loss")
+    photos = tmp_path / "photos"  # made here: no ../shared photograph in a test
+    photos.mkdir()
+    g = torch.Generator().manual_seed(0)
+    for i in range(4):
+        img = (torch.rand(3, 200, 240, generator=g) * 255).byte().permute(1, 2, 0).numpy()
+        Image.fromarray(img).save(photos / f"p{i}.png")
+    sr_loss.main(["--pristine", str(photos), "--held-out", "1", "--steps", "2", "--batch", "2",
+                  "--runs", "l1", "gsn:0.5", "--weights", tiny_weights, "--out", str(tmp_path / "out")])
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert list(results["rows"]) == ["bicubic", "l1", "gsn:0.5"]
+    assert results["own"]["PSNR"] == 100  # the judges see the high-resolution crops as perfect
+    assert all(row["PSNR"] < 100 for row in results["rows"].values())
+    assert (tmp_path / "out" / "sr_sheet.png").stat().st_size > 0
+    with pytest.raises(SystemExit, match="NAME:λ"):
+        sr_loss.main(["--runs", "gsn:high", "--pristine", str(photos), "--out", str(tmp_path / "bad")])
