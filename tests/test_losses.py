@@ -144,3 +144,18 @@ def test_anchor_loss_is_zero_only_when_references_top_the_scale_and_lead_their_d
     assert terms["anchor"].item() == pytest.approx(value.item())
     base, _ = GSNTrainingLoss()(torch.tensor([0.5, 1.3]), torch.tensor([0.4, 0.6]))
     assert total.item() == pytest.approx(base.item() + 2.0 * value.item())
+
+
+def test_adversarial_loss_pushes_only_the_attacked_scores_down():
+    from gsn_metric.train.losses import GSNTrainingLoss, adversarial_loss
+
+    pred = torch.tensor([0.5, 0.7], requires_grad=True)
+    pred_adv = torch.tensor([0.4, 0.9], requires_grad=True)
+    value = adversarial_loss(pred_adv, pred)
+    assert value.item() == pytest.approx(0.1)  # only the second attack helped, by 0.2; the mean of (0, 0.2)
+    value.backward()
+    assert pred.grad is None and pred_adv.grad.tolist() == [0.0, 0.5]  # the clean scores are not pulled up
+    with pytest.raises(ValueError, match="pred_adv"):
+        GSNTrainingLoss(adversarial_weight=1.0)(torch.rand(4), torch.rand(4))
+    _, terms = GSNTrainingLoss(adversarial_weight=1.0)(pred, torch.rand(2), pred_adv=pred_adv)
+    assert terms["adversarial"].item() == pytest.approx(0.1)

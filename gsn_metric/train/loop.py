@@ -52,6 +52,7 @@ from tqdm import tqdm
 
 from ..model import GSN, GSNConfig
 from ..weights import save_weights
+from .adversarial import perturb
 from .datasets import add_dataset_arguments, open_dataset
 from .kept import keep
 from .losses import GSNTrainingLoss
@@ -98,6 +99,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help="weight of the reference anchor (not in the paper; issue 16): each reference scored "
                         "against itself is taught the top of the scale, and a distorted image scored above its "
                         "reference is penalised (one more fusion head per pair)")
+    g.add_argument("--adversarial-weight", type=float, default=0.0,
+                   help="weight of the adversarial hinge (not in the paper; issue 16): each distorted image is "
+                        "also attacked (--adversarial-steps of L-inf gradient ascent on the model's score, radius "
+                        "--adversarial-eps) and taught to score no higher than unperturbed; a step costs about "
+                        "(2 + steps)× a plain one")
+    g.add_argument("--adversarial-eps", type=float, default=2.0, metavar="GREY_LEVELS",
+                   help="radius of that attack in 1/255 steps (2: invisible; benchmarks/as_loss.py attacks at 2)")
+    g.add_argument("--adversarial-steps", type=int, default=2, help="gradient steps of that attack")
     g.add_argument("--clip-grad", type=float, default=10.0,
                    help="clip the gradient's global L2 norm to this (a guard against rare spikes; 0: off)")
     g = parser.add_argument_group("model")
@@ -356,6 +365,9 @@ def _train(args: argparse.Namespace, rank: int, world: int, device: torch.device
         raise FileExistsError(f"{ckpt_path} exists: pass --resume to continue that run, or choose another --out")
     if args.batch_size % world:
         raise ValueError(f"--batch-size {args.batch_size} is not divisible by the {world} processes")
+    if args.adversarial_weight and not (args.adversarial_eps > 0 and args.adversarial_steps >= 1):
+        raise ValueError(f"--adversarial-weight needs --adversarial-eps > 0 and --adversarial-steps ≥ 1, got "
+                         f"{args.adversarial_eps} and {args.adversarial_steps}")
     check_writable_dir(out, "--out")  # now, not after the first epoch
     _seed_everything(args.seed)
 
@@ -386,7 +398,8 @@ def _train(args: argparse.Namespace, rank: int, world: int, device: torch.device
     autocast, amp_dtype = _autocast(device, args.amp)
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
     criterion = GSNTrainingLoss(alpha=args.alpha, beta=args.beta, mse_weight=args.mse_weight,
-                                rank_weight=args.rank_loss, anchor_weight=args.anchor_weight)
+                                rank_weight=args.rank_loss, anchor_weight=args.anchor_weight,
+                                adversarial_weight=args.adversarial_weight)
 
     start_epoch, step, best, history, skip_samples = 0, 0, None, [], 0
     resuming = args.resume and ckpt_path.exists()
@@ -448,9 +461,16 @@ def _train(args: argparse.Namespace, rank: int, world: int, device: torch.device
             ref = batch["ref"].to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
             dis = batch["dist"].to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
             target = (batch["score"].to(device) - lo) / (hi - lo)
+            n, pred_adv = ref.shape[0], None
+            if args.adversarial_weight:
+                # clean and attacked pairs in one forward (one DDP pass; BatchNorm sees both, as in Madry et al.)
+                adv = perturb(model, ref, dis, args.adversarial_eps / 255, args.adversarial_steps, autocast)
+                ref, dis = torch.cat([ref, ref]), torch.cat([dis, adv])
             with autocast:
                 pred, own = net(ref, dis, anchor=True) if args.anchor_weight else (net(ref, dis), None)
-            loss, terms = criterion(pred.float(), target, None if own is None else own.float())
+            if args.adversarial_weight:
+                pred, pred_adv, own = pred[:n], pred[n:].float(), None if own is None else own[:n]
+            loss, terms = criterion(pred.float(), target, None if own is None else own.float(), pred_adv)
             optimizer.zero_grad(set_to_none=True)
             for group in optimizer.param_groups:
                 group["lr"] = learning_rate(args, step, total_steps)
@@ -462,7 +482,7 @@ def _train(args: argparse.Namespace, rank: int, world: int, device: torch.device
             scaler.update()
             step += 1
             n_batches += 1
-            n_pairs += ref.shape[0] * world
+            n_pairs += n * world
             for k, v in terms.items():
                 sums[k] = sums.get(k, 0.0) + float(v)
             _check_diverged(float(terms["total"]), epoch, step, out, amp_dtype)

@@ -25,6 +25,9 @@ All terms act on one batch of N predicted scores ``pred`` and N human scores ``m
   reference's score against itself: identity pairs are taught the top of the (unit) scale, and a distorted
   image scored above its own reference is penalised. The paper's loss has neither, so nothing in it makes the
   reference GSN's best input; without them the score can be driven far past the top of its scale.
+- ``adversarial`` (optional, issue 16): ``mean(relu(pred_adv − pred))`` with ``pred`` detached, where
+  ``pred_adv`` scores the distorted images after a small L∞ attack that raised the model's score
+  (``adversarial.perturb``): a perturbation people cannot see may not make an image score better.
 
 With N = 1 the pair, list and rank terms are 0 (they compare items within the batch). The terms are
 computed in float64 (float32 on MPS): then the mean of N equal float32 values is exact, all-equal
@@ -39,6 +42,7 @@ from torch import Tensor, nn
 
 __all__ = [
     "GSNTrainingLoss",
+    "adversarial_loss",
     "anchor_loss",
     "listwise_kl_loss",
     "norm_in_norm_loss",
@@ -89,6 +93,13 @@ def anchor_loss(pred: Tensor, own: Tensor) -> Tensor:
     return (own - 1).pow(2).mean() + F.relu(pred - own).mean()
 
 
+def adversarial_loss(pred_adv: Tensor, pred: Tensor) -> Tensor:
+    """``mean(relu(pred_adv − pred))`` for (N,) scores, ``pred`` (the unperturbed pairs) detached: the perturbed
+    images are pushed down to their clean score, never the clean ones up; 0 when no perturbation helped."""
+    pred_adv, pred = _prepare(pred_adv, pred.detach())
+    return F.relu(pred_adv - pred).mean()
+
+
 def listwise_kl_loss(pred: Tensor, mos: Tensor, temperature: float = 1.0) -> Tensor:
     """``KL(softmax(pred / t) || softmax(mos / t))`` over the batch (paper eq. 7-9), >= 0.
 
@@ -135,8 +146,8 @@ def soft_srcc_loss(pred: Tensor, mos: Tensor, temperature: float = 0.1, eps: flo
 
 
 class GSNTrainingLoss(nn.Module):
-    """``mse_weight * MSE + alpha * L_pair + beta * L_list + rank_weight * L_rank + anchor_weight * L_anchor``
-    (see the module doc).
+    """``mse_weight * MSE + alpha * L_pair + beta * L_list + rank_weight * L_rank + anchor_weight * L_anchor
+    + adversarial_weight * L_adversarial`` (see the module doc).
 
     Args:
         alpha: weight of the Norm-in-Norm pair term (paper: 0.1).
@@ -144,28 +155,34 @@ class GSNTrainingLoss(nn.Module):
         mse_weight: weight of the plain MSE on the scores (paper: 1).
         rank_weight: weight of ASNA's soft-SRCC term (paper: 0; the ablation swaps beta for this).
         anchor_weight: weight of the reference anchor (paper: 0; issue 16); needs ``own`` in ``forward``.
+        adversarial_weight: weight of the adversarial hinge (paper: 0; issue 16); needs ``pred_adv``.
         list_temperature: t of the softmax in the list term, in MOS units.
         rank_temperature: t of the soft ranks, in units of the batch std of the predictions.
         eps: added to the L2 norms so that constant scores give finite values and gradients.
 
-    ``forward(pred, mos, own=None)``: pred (N,) or (N, 1) predicted scores, mos (N,) human scores, own (N,)
-    each reference's score against itself (``GSN(..., anchor=True)``; required when ``anchor_weight`` > 0).
-    Returns ``(total, terms)``: the scalar float32 loss to back-propagate, and a dict of detached float32
-    scalars ``{"total", "mse", "pair", "list", "rank"}`` (and ``"anchor"`` with ``own``) for logging (tensors, so no device sync until
-    the caller asks for ``.item()``). A term whose weight is 0 is logged but left out of the graph.
+    ``forward(pred, mos, own=None, pred_adv=None)``: pred (N,) or (N, 1) predicted scores, mos (N,) human
+    scores, own (N,) each reference's score against itself (``GSN(..., anchor=True)``; required when
+    ``anchor_weight`` > 0), pred_adv (N,) the scores of the attacked distorted images (required when
+    ``adversarial_weight`` > 0). Returns ``(total, terms)``: the scalar float32 loss to back-propagate, and a
+    dict of detached float32 scalars ``{"total", "mse", "pair", "list", "rank"}`` (and ``"anchor"`` with
+    ``own``, ``"adversarial"`` with ``pred_adv``) for logging (tensors, so no device sync until the caller asks
+    for ``.item()``). A term whose weight is 0 is logged but left out of the graph.
     """
 
     def __init__(self, alpha: float = 0.1, beta: float = 0.1, mse_weight: float = 1.0,
-                 rank_weight: float = 0.0, anchor_weight: float = 0.0, *, list_temperature: float = 1.0,
-                 rank_temperature: float = 0.1, eps: float = 1e-8) -> None:
+                 rank_weight: float = 0.0, anchor_weight: float = 0.0, adversarial_weight: float = 0.0, *,
+                 list_temperature: float = 1.0, rank_temperature: float = 0.1, eps: float = 1e-8) -> None:
         super().__init__()
-        self.anchor_weight = anchor_weight
+        self.anchor_weight, self.adversarial_weight = anchor_weight, adversarial_weight
         self.alpha, self.beta, self.mse_weight, self.rank_weight = alpha, beta, mse_weight, rank_weight
         self.list_temperature, self.rank_temperature, self.eps = list_temperature, rank_temperature, eps
 
-    def forward(self, pred: Tensor, mos: Tensor, own: Tensor | None = None) -> tuple[Tensor, dict[str, Tensor]]:
+    def forward(self, pred: Tensor, mos: Tensor, own: Tensor | None = None,
+                pred_adv: Tensor | None = None) -> tuple[Tensor, dict[str, Tensor]]:
         if self.anchor_weight and own is None:
             raise ValueError("anchor_weight > 0 needs own, the references' scores against themselves")
+        if self.adversarial_weight and pred_adv is None:
+            raise ValueError("adversarial_weight > 0 needs pred_adv, the scores of the attacked images")
         wide_pred, wide_mos = _prepare(pred, mos)
         terms = {
             "mse": F.mse_loss(wide_pred, wide_mos),
@@ -175,8 +192,10 @@ class GSNTrainingLoss(nn.Module):
         }
         if own is not None:
             terms["anchor"] = anchor_loss(pred, own)
+        if pred_adv is not None:
+            terms["adversarial"] = adversarial_loss(pred_adv, pred)
         weights = {"mse": self.mse_weight, "pair": self.alpha, "list": self.beta, "rank": self.rank_weight,
-                   "anchor": self.anchor_weight}
+                   "anchor": self.anchor_weight, "adversarial": self.adversarial_weight}
         total = sum((weights[k] * v for k, v in terms.items() if weights[k] != 0), _zero(wide_pred))
         total = total.to(torch.float32)
         logged = {"total": total.detach()}
@@ -185,5 +204,6 @@ class GSNTrainingLoss(nn.Module):
 
     def extra_repr(self) -> str:
         return (f"alpha={self.alpha}, beta={self.beta}, mse_weight={self.mse_weight}, "
-                f"rank_weight={self.rank_weight}, anchor_weight={self.anchor_weight}, list_temperature={self.list_temperature}, "
+                f"rank_weight={self.rank_weight}, anchor_weight={self.anchor_weight}, "
+                f"adversarial_weight={self.adversarial_weight}, list_temperature={self.list_temperature}, "
                 f"rank_temperature={self.rank_temperature}")
