@@ -46,10 +46,10 @@ def test_quality_table_for_gsn_and_psnr(tmp_path, tiny_weights, capsys):
     quality = load_script("quality")
     out_json = tmp_path / "q.json"
     assert quality.main(["--dataset", "kadid10k", "--root", str(tmp_path), "--patch-size", "32", "--weights",
-                         tiny_weights, "--peers", "PSNR", "--device", "cpu", "--json", str(out_json)]) == 0
+                         tiny_weights, "--peers", "PSNR", "--device", "cpu", "--json", str(out_json), "--as-loss"]) == 0
     out = capsys.readouterr().out
-    rows = [line for line in out.splitlines() if line.startswith(("| GSN tiny", "| PSNR"))]
-    assert len(rows) == 2 and all("| 18 |" in r for r in rows)  # 3 references x 2 types x 3 levels
+    rows = [line for line in out.splitlines() if line.startswith(("| GSN tiny", "| GSNLoss tiny", "| PSNR"))]
+    assert len(rows) == 3 and all("| 18 |" in r for r in rows)  # 3 references x 2 types x 3 levels
     results = json.loads(out_json.read_text())["results"]
     # PSNR falls with blur and noise strength, as the fixture's scores do: it must agree with them.
     assert results["PSNR (plain torch)"]["all"]["srcc"] > 0.5
