@@ -4,10 +4,14 @@
     python -m gsn_metric refs/ dists/                  # two folders: pairs by file name
     python -m gsn_metric --pairs pairs.csv             # a CSV with columns ref,dist (relative to the CSV)
     python -m gsn_metric ref.png dist.png --map out.png   # also a picture of where the damage is
+    python -m gsn_metric --pairs pairs.csv --out scores.csv [--resume]   # streamed to a file; a killed run resumes
+    torchrun --nproc-per-node 4 -m gsn_metric --pairs pairs.csv --out scores.csv   # several processes / GPUs
 
-Scores go to stdout (text, CSV or JSON); messages and the progress bar go to stderr, so output can be piped.
-Exit codes: 0 all pairs scored, 1 an input or weight file could not be used (the message says which and
-why; the other pairs are still scored and printed), 2 bad command-line usage.
+Scores go to stdout (text, CSV or JSON), or with ``--out`` to a file, row by row as they are made
+(:mod:`.score_file`); messages and the progress bar go to stderr, so output can be piped. Exit codes: 0 all
+pairs scored, 1 an input or weight file could not be used (the message says which and why; the other pairs are
+still scored and printed), 2 bad command-line usage, 130 interrupted (Ctrl-C; with ``--out``, what was scored
+is in the file and ``--resume`` continues).
 
 The progress bar is tqdm's: huggingface-hub already depends on it, so it costs no extra dependency, and it
 turns itself off when stderr is not a terminal.
@@ -20,7 +24,7 @@ import csv
 import io
 import json
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -65,6 +69,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--map", metavar="PNG|DIR",
                    help="also draw where GSN sees the damage (reference | distorted | damage map): one pair writes "
                         "this image file, several write one PNG per pair into this folder")
+    p.add_argument("--out", metavar="FILE.csv|FILE.jsonl",
+                   help="write each pair's score to this file as it is scored (CSV or JSON lines, by the suffix), "
+                        "flushed, so a killed run keeps what it did; needed under torchrun")
+    p.add_argument("--resume", action="store_true",
+                   help="with --out: continue a killed run, skipping the pairs FILE already holds (refused if "
+                        "FILE was made with other weights or options)")
     p.add_argument("--no-progress", action="store_true", help="never show the progress bar")
     return p
 
@@ -180,15 +190,17 @@ def format_scores(pairs: Sequence[tuple[str | Path, str | Path]], scores: Sequen
     return "\n".join(f"{d}\t{s:.6f}" for (_, d), s in zip(pairs, scores) if s is not None)
 
 
-def score_pairs(metric: GSNScore, pairs: Sequence[tuple[Path, Path]],
-                progress: bool) -> tuple[list[float | None], dict[int, str]]:
+def score_pairs(metric: GSNScore, pairs: Sequence[tuple[Path, Path]], progress: bool,
+                on_result: Callable[[int, float | None, str | None], None] | None = None,
+                ) -> tuple[list[float | None], dict[int, str]]:
     """Score ``pairs`` in order, with a progress bar on stderr if asked for and stderr is a terminal.
 
     A pair that cannot be scored does not stop the others: each pair is read and checked before it joins a
     batch (unreadable file, size mismatch, an image under 2×2 pixels), and pairs are scored in chunks, so a
     failure inside the network (e.g. out of memory) makes that chunk's pairs be retried one by one and only
     the pair that fails again is lost. Returns the scores (None where a pair failed) and
-    ``{pair index: "pair REF | DIST: why"}`` for the failures.
+    ``{pair index: "pair REF | DIST: why"}`` for the failures. ``on_result(i, score, error)`` is called as each
+    pair's result is known (not necessarily in order: a failed read is known before the chunk is scored).
     """
     from .images import check_pair, to_batch  # imports torch: only once the arguments are known to be good
 
@@ -211,8 +223,7 @@ def score_pairs(metric: GSNScore, pairs: Sequence[tuple[Path, Path]],
                                          "assess (GSN needs at least 2×2)")
                 check_pair(r[None], d[None])
             except (OSError, ValueError) as err:
-                errors[i] = f"pair {ref} | {dist}: {err}"
-                bar.update()
+                fail(i, f"pair {ref} | {dist}: {err}")
                 continue
             yield i, r, d
 
@@ -222,8 +233,7 @@ def score_pairs(metric: GSNScore, pairs: Sequence[tuple[Path, Path]],
         except (RuntimeError, ValueError) as err:
             if len(chunk) == 1:
                 i = chunk[0][0]
-                errors[i] = f"pair {pairs[i][0]} | {pairs[i][1]}: {type(err).__name__}: {err}"
-                bar.update()
+                fail(i, f"pair {pairs[i][0]} | {pairs[i][1]}: {type(err).__name__}: {err}")
                 return
             for one in chunk:  # find the pair that fails; the others are scored
                 score_chunk([one])
@@ -231,6 +241,14 @@ def score_pairs(metric: GSNScore, pairs: Sequence[tuple[Path, Path]],
         for (i, _, _), score in zip(chunk, results):
             scores[i] = score
             bar.update()
+            if on_result:
+                on_result(i, score, None)
+
+    def fail(i: int, why: str) -> None:
+        errors[i] = why
+        bar.update()
+        if on_result:
+            on_result(i, None, why)
 
     scores: list[float | None] = [None] * len(pairs)
     with tqdm(total=len(pairs), unit="pair", disable=not progress or None, file=sys.stderr) as bar:
@@ -283,21 +301,65 @@ def _check_device(device: str | None) -> None:
             raise UsageError(f"--device {device!r} is not a torch device; use cpu, cuda or cuda:1") from None
 
 
+def _score_to_file(args: argparse.Namespace, metric: GSNScore, pairs: Sequence[tuple[Path, Path]],
+                   shown: Sequence[tuple[str, str]]) -> int:
+    """``--out``: score into the file, each process its shard under torchrun (:mod:`.score_file`)."""
+    from . import score_file, sharding
+
+    rank, _ = sharding.rank_and_world()
+    settings = {"weights_sha256": metric.info.sha256, "patches": metric.patches, "stride": metric.stride,
+                "patch_size": metric.info.patch_size, "score_name": metric.info.score_name}
+    def score(indices: list[int], put: Callable[[int, float | None, str | None], None]) -> None:
+        _, errors = score_pairs(metric, [pairs[i] for i in indices], not args.no_progress and len(indices) > 1,
+                                on_result=lambda j, s, e: put(indices[j], s, e))
+        for message in errors.values():
+            print(f"gsn_metric: error: {message}", file=sys.stderr)
+
+    before, _, failed = score_file.score_into(Path(args.out), shown, settings, args.resume, score,
+                                              about={"weights": str(metric.info.name or metric.info.path)})
+    if rank == 0:
+        print(f"gsn_metric: {args.out} holds all {len(pairs)} pairs" + (f" ({before} from before this run)"
+              if before else "") + (f"; {failed} could not be scored (their rows say why)" if failed else ""),
+              file=sys.stderr)
+    # Process 0 speaks for the run (FILE's rows, every process's): another's non-zero exit would make torchrun
+    # stop the others.
+    return 1 if rank == 0 and failed else 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    from . import sharding
+
     parser = build_parser()
     args = parser.parse_args(argv)
+    world = sharding.rank_and_world()[1]
     try:
         pairs, shown = discover_pairs(args)
         if args.batch_size < 1:
             raise UsageError(f"--batch-size must be at least 1, got {args.batch_size}")
+        if args.resume and not args.out:
+            raise UsageError("--resume needs --out FILE, the file of the run to continue")
+        if world > 1 and not args.out:
+            raise UsageError("under torchrun, give --out FILE: each process writes its part of it")
+        if world > 1 and args.map:
+            raise UsageError("--map draws from one process: run it without torchrun")
+        if args.out:
+            from .score_file import file_format
+
+            try:
+                file_format(Path(args.out))
+            except ValueError as err:
+                raise UsageError(str(err)) from None
         from .metric import GSNScore  # after argument checks: importing torch takes a while
 
         map_paths = _map_paths(Path(args.map), pairs) if args.map else None
         _check_device(args.device)
         if args.stride is not None and args.patches != "grid":
             raise UsageError("--stride applies to --patches grid only")
-        metric = GSNScore(weights=args.weights, device=args.device, patches=args.patches, batch_size=args.batch_size,
-                          stride=args.stride)
+        sharding.start()
+        metric = GSNScore(weights=args.weights, device=sharding.device_for_rank(args.device), patches=args.patches,
+                          batch_size=args.batch_size, stride=args.stride)
+        if args.out:
+            return _score_to_file(args, metric, pairs, shown)
         scores, errors = score_pairs(metric, pairs, progress=not args.no_progress and len(pairs) > 1)
         if map_paths:
             write_maps(metric, pairs, scores, map_paths)
@@ -308,6 +370,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (OSError, ValueError, RuntimeError) as err:
         print(f"gsn_metric: error: {err}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        hint = (f"; the pairs scored so far are in {args.out}: run the same command with --resume to finish"
+                if args.out else "")
+        print(f"gsn_metric: interrupted{hint}", file=sys.stderr)
+        return 130
+    finally:
+        sharding.finish()
     for message in errors.values():
         print(f"gsn_metric: error: {message}", file=sys.stderr)
     if errors and len(pairs) > 1:
