@@ -101,3 +101,9 @@ def test_sr_loss_trains_and_judges_each_run(tmp_path, tiny_weights, capsys):
     assert (tmp_path / "out" / "sr_sheet.png").stat().st_size > 0
     with pytest.raises(SystemExit, match="NAME:λ"):
         sr_loss.main(["--runs", "gsn:high", "--pristine", str(photos), "--out", str(tmp_path / "bad")])
+
+
+def test_scale_rss_samples_a_whole_out_run(capsys):
+    load_script("scale").main(["rss", "--pairs", "150"])
+    out = capsys.readouterr().out
+    assert "| pairs written | RSS MiB |" in out and "slope over the second half" in out
