@@ -20,8 +20,13 @@ network's values):
    weights: activations, not values, set the memory) at the default ``batch_size``, and ``GSNLoss`` forward +
    backward on batches of crops, whose kept activations grow with the batch.
 6. **threads**: one ``GSNScore`` shared by 4 threads gives the serial scores.
+7. **scoring runs** (``--out``/``--resume``, torchrun): pairs that fail are error rows and the rest is scored; a
+   resume with other weights, patches or pairs is refused; a run killed with SIGKILL 3 times, and a 2-process
+   torchrun run one of whose processes is killed, each finish with ``--resume`` into exactly the file of an
+   uninterrupted run.
 
-The last line reads ``reliability: T tried, C crashes, S silent, K/K kills bit-identical, W/W tampered refused``.
+The last line reads ``reliability: T tried, C crashes, S silent, K/K kills bit-identical, W/W tampered refused,
+R/R scoring runs as required``.
 ``--quick`` (under a minute) shrinks every part. Needs the ``bench`` extra (hypothesis) and ``train`` (fit).
 """
 
@@ -485,6 +490,111 @@ def threads(metric: GSNScore, size: int, tally: Tally) -> str:
 # ---------------------------------------------------------------------------------------------------------
 
 
+# ---------------------------------------------------------------------------------------------------------
+# 7. scoring runs: --out, --resume, torchrun
+
+
+def _run_cli(args: list[str], procs: int = 1) -> subprocess.Popen:
+    launcher = [sys.executable, "-m", "gsn_metric"] if procs == 1 else \
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(procs), "-m",
+         "gsn_metric"]
+    return subprocess.Popen([*launcher, *args, "--no-progress", "--device", "cpu"], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True, env={**os.environ, "OMP_NUM_THREADS": "1",
+                                                                    "PYTHONPATH": str(ROOT)})
+
+
+def _worker(launcher: int, rank: int) -> int | None:
+    """The pid of torchrun ``launcher``'s worker process of this rank (from its environment), if it is up."""
+    found = subprocess.run(["pgrep", "-P", str(launcher)], capture_output=True, text=True, check=False).stdout
+    for pid in map(int, found.split()):
+        with contextlib.suppress(OSError):
+            if f"RANK={rank}".encode() in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0"):
+                return pid
+    return None
+
+
+def scoring_runs(work: Path, weights: str, other_weights: str, kills_wanted: int) -> tuple[int, int, list[str]]:
+    """(as required, tried, failures) for long CLI runs: pairs that fail are error rows and the rest is
+    scored; a resume with other weights, patch mode or pairs is refused with the reason; a run killed
+    (SIGKILL) at random moments, and a torchrun run one of whose processes is killed, both finish with
+    ``--resume`` into exactly an uninterrupted run's file."""
+    work.mkdir(parents=True)
+    rng_np = np.random.default_rng(0)
+    rows = []
+    for r in range(20):
+        ref = rng_np.integers(0, 256, (40, 48, 3), dtype=np.uint8)
+        _png(work / f"r{r}.png", ref)
+        for d in range(15):
+            _png(work / f"r{r}_{d}.png", np.clip(ref + rng_np.normal(0, 2 * d + 1, ref.shape), 0, 255).astype(np.uint8))
+            rows.append(f"r{r}.png,r{r}_{d}.png")
+    (work / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
+    _png(work / "wide.png", rng_np.integers(0, 256, (40, 50, 3), dtype=np.uint8))
+    bad = ["r0.png,missing.png", "r1.png,corrupt.png", "r2.png,wide.png"]
+    for i, row in enumerate(bad):
+        rows.insert(40 * (i + 1), row)
+    pairs = work / "pairs.csv"
+    pairs.write_text("ref,dist\n" + "\n".join(rows) + "\n")
+    base = ["--pairs", str(pairs), "--weights", weights, "--batch-size", "1", "--out"]
+    ok, tried, failures = 0, 0, []
+
+    def check(what: str, good: bool, detail: str = "") -> None:
+        nonlocal ok, tried
+        tried += 1
+        ok += good
+        if not good:
+            failures.append(f"SCORING RUN {what}: {detail[-300:]}")
+
+    whole = work / "whole.csv"
+    _run_cli([*base, str(whole)]).communicate(timeout=300)
+    text = whole.read_text().splitlines()
+    errors = [line for line in text[1:] if not line.split(",")[2]]
+    check("failing rows are error rows, the rest scored", len(text) == len(rows) + 1 and len(errors) == len(bad),
+          f"{len(text) - 1} rows, {len(errors)} errors")
+    for what, args in [("other weights", ["--weights", other_weights]), ("other patches", ["--patches", "full"])]:
+        proc = _run_cli([*base, str(whole), "--resume", *args])
+        _, err = proc.communicate(timeout=300)
+        check(f"resume with {what} refused", proc.returncode == 1 and "other settings" in err, err)
+    fewer = work / "fewer.csv"
+    fewer.write_text("ref,dist\n" + "\n".join(rows[:50]) + "\n")
+    proc = _run_cli(["--pairs", str(fewer), "--weights", weights, "--out", str(whole), "--resume"])
+    _, err = proc.communicate(timeout=300)
+    check("resume with other pairs refused", proc.returncode == 1 and "does not list" in err, err)
+
+    rng, killed = random.Random(0), work / "killed.csv"
+    for k in range(kills_wanted):
+        before = max(0, len(killed.read_text().splitlines()) - 1) if killed.exists() else 0
+        proc = _run_cli([*base, str(killed), "--resume"])
+        deadline = time.monotonic() + 120
+        while proc.poll() is None and time.monotonic() < deadline and \
+                (not killed.exists() or len(killed.read_text().splitlines()) - 1 <= before):
+            time.sleep(0.005)
+        time.sleep(rng.uniform(0, 0.1))
+        if proc.poll() is None:
+            proc.kill()
+        proc.communicate(timeout=60)
+    _run_cli([*base, str(killed), "--resume"]).communicate(timeout=300)
+    check(f"{kills_wanted} kills then --resume equal an uninterrupted run", killed.read_text() == whole.read_text())
+
+    dead = work / "dead.csv"
+    launcher = _run_cli([*base, str(dead)], procs=2)
+    deadline, victim = time.monotonic() + 120, None
+    while launcher.poll() is None and time.monotonic() < deadline:
+        part = work / "dead.csv.part-1"
+        if part.exists() and len(part.read_text().splitlines()) > 10:
+            victim = _worker(launcher.pid, 1)
+            if victim:
+                os.kill(victim, signal.SIGKILL)
+                break
+        time.sleep(0.01)
+    launcher.communicate(timeout=120)
+    kept = sum(max(0, len(p.read_text().splitlines()) - 1) for p in work.glob("dead.csv.part-*"))
+    _run_cli([*base, str(dead), "--resume"]).communicate(timeout=300)
+    check("a torchrun process killed: the others' rows kept, --resume finishes into the uninterrupted file",
+          victim is not None and kept > 0 and dead.read_text() == whole.read_text(),
+          f"victim {victim}, {kept} rows kept")
+    return ok, tried, failures
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="smaller everything: under a minute")
@@ -534,11 +644,19 @@ def main(argv: list[str] | None = None) -> int:
                 tally.crashes += 1
                 tally.failures.append(f"CRASH memory {r[0]} {r[1]}: {r[-1]}")
         print(f"\n6. threads: {threads(metric, 48, tally)}")
+        other = str(work / "other.safetensors")
+        torch.manual_seed(1)
+        save_weights(GSN(TINY).eval(), other, training_data="random (reliability suite, other)", score_name="test",
+                     score_range=(1.0, 5.0), patch_size=32)
+        runs_ok, runs_tried, run_failures = scoring_runs(work / "runs", weights, other, 3)
+        tally.failures += run_failures
+        print(f"7. scoring runs (--out, --resume, torchrun): {runs_ok}/{runs_tried} as required")
     for failure in tally.failures:
         print(failure)
     print(f"reliability: {tally.tried} tried, {tally.crashes} crashes, {tally.silent} silent, "
-          f"{same}/{tried_kills} kills bit-identical, {refused}/{tampered} tampered refused")
-    return 0 if not (tally.crashes or tally.silent or loaded or same < tried_kills) else 1
+          f"{same}/{tried_kills} kills bit-identical, {refused}/{tampered} tampered refused, "
+          f"{runs_ok}/{runs_tried} scoring runs as required")
+    return 0 if not (tally.crashes or tally.silent or loaded or same < tried_kills or runs_ok < runs_tried) else 1
 
 
 if __name__ == "__main__":
