@@ -4,6 +4,7 @@ attack move each metric? (Ding, Ma, Wang & Simoncelli, IJCV 2021, compare metric
     python benchmarks/as_loss.py recovery [--steps 120] [--crops 1] [--out runs/as_loss]
     python benchmarks/as_loss.py attack [--eps 2] [--pgd-steps 10] [--weights FILE] [--only GSN]
     python benchmarks/as_loss.py all            # both; what benchmarks/README.md reports
+    python benchmarks/as_loss.py table --out runs/as_loss   # its tables, in Markdown, from results.json
 
 **recovery**: 192×192 crops of ``examples/reference.png`` (made here; no ``../shared`` photograph) start
 blurred, JPEG-compressed or noisy the KADID-10k way, or as uniform noise; each metric, as a loss (lower =
@@ -219,9 +220,44 @@ def attack(args: argparse.Namespace, device: torch.device, save: Callable[[dict]
             save({"rows": rows, "missing": missing})
 
 
+def tables(results: dict) -> str:
+    """benchmarks/README.md's tables from a results.json: the recovery summary (PSNR at each checkpoint, the
+    GSN score at the last), every recovery checkpoint, and the attack."""
+    out = []
+    if "recovery" in results:
+        rows = results["recovery"]["rows"]
+        starts_, losses_ = list(dict.fromkeys(r["start"] for r in rows)), list(dict.fromkeys(r["loss"] for r in rows))
+        steps = sorted({r["step"] for r in rows})
+        cell = {(r["start"], r["loss"], r["step"]): r for r in rows}
+        out.append("| loss | " + " | ".join(f"{st}: PSNR dB {' → '.join(map(str, steps))} (GSN score at {steps[-1]})"
+                                            for st in starts_) + " |")
+        out.append("|---" * (len(starts_) + 1) + "|")
+        for loss in losses_:
+            cells = []
+            for st in starts_:
+                got = [cell.get((st, loss, k)) for k in steps]
+                cells.append("not run" if got[-1] is None else
+                             " → ".join(f"{g['psnr']:.2f}" for g in got if g) + f" ({got[-1]['gsn']:.2f})")
+            out.append(f"| {loss} | " + " | ".join(cells) + " |")
+        out.append("\nEvery checkpoint:\n")
+        out.append("| start | loss | step | PSNR dB | SSIM | ST-LPIPS-alex | GSN score | loss value |\n|---|---|---|---|---|---|---|---|")
+        out += [_row(r).rsplit(" |", 2)[0] + " |" for r in rows]
+    if "attack" in results:
+        rows = results["attack"]["rows"]
+        cases, metrics = list(dict.fromkeys(r["case"] for r in rows)), list(dict.fromkeys(r["metric"] for r in rows))
+        cell = {(r["case"], r["metric"]): r for r in rows}
+        out.append("\n| metric | " + " | ".join(f"{c}: before → after" for c in cases) +
+                   " | reference's own | passes it |\n" + "|---" * (len(cases) + 3) + "|")
+        for m in metrics:
+            got = [cell[(c, m)] for c in cases if (c, m) in cell]
+            out.append(f"| {m} | " + " | ".join(f"{g['before']:.3f} → {g['after']:.3f}" for g in got) +
+                       f" | {got[0]['own']:.2f} | {sum(g['passes_own'] for g in got)} of {len(got)} |")
+    return "\n".join(out)
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("part", choices=("recovery", "attack", "all"))
+    p.add_argument("part", choices=("recovery", "attack", "all", "table"))
     p.add_argument("--steps", type=int, default=120)
     p.add_argument("--lr", type=float, default=0.01)
     p.add_argument("--crops", type=int, default=1, help="crops of examples/reference.png (1 to 4)")
@@ -233,6 +269,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--only", default=None,
                    help="only the losses whose name contains one of these comma-separated parts (e.g. GSN)")
     args = p.parse_args(argv)
+    if args.part == "table":
+        print(tables(json.loads((args.out / "results.json").read_text())))
+        return
     args.out.mkdir(parents=True, exist_ok=True)  # before the long work: a folder that cannot be made fails now
     (args.out / "results.json").touch()
     device = torch.device(args.device)

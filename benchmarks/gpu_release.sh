@@ -26,6 +26,7 @@ WORKERS=${WORKERS:-15}                      # data workers: 16 cores, one left t
 BATCH=${BATCH:-32}
 LR=${LR:-1e-3}
 ANCHOR=${ANCHOR:-0}                         # --anchor-weight: the reference anchor of issue 16 (0: the paper's loss)
+ADVERSARIAL=${ADVERSARIAL:-0}               # --adversarial-weight: PGD-attacked pairs of issue 16 ((2+2)× a step)
 VAL_FRACTION=${VAL_FRACTION:-0.05}          # 12 of the 239 photographs, 1,500 pairs: the CPU release's split
 RUN=${RUN:-/tmp/gsn-gpu-run}
 export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD:$PWD/$GPU/site${PYTHONPATH:+:$PYTHONPATH}"
@@ -56,7 +57,7 @@ EOF
     # 1. throughput probe: the same pipeline, PROBE seconds, thrown away
     rm -rf "$RUN" && mkdir -p "$RUN"
     python3 -m gsn_metric.train fit "${data_flags[@]}" "${model_flags[@]}" --device "$DEVICE" --workers "$WORKERS" \
-        --batch-size "$BATCH" --anchor-weight "$ANCHOR" --epochs 1 --epoch-length 1000000 --time-limit "$PROBE" \
+        --batch-size "$BATCH" --anchor-weight "$ANCHOR" --adversarial-weight "$ADVERSARIAL" --epochs 1 --epoch-length 1000000 --time-limit "$PROBE" \
         --out "$RUN/probe" \
         2>&1 | tee "$OUT/probe.log"
     rate=$(python3 -c "import json; print(json.load(open('$RUN/probe/history.json'))[-1]['pairs_per_s'])")
@@ -65,7 +66,7 @@ EOF
     echo "probe: $rate pairs/s -> epoch of $length pairs for ${TRAIN}s" | tee -a "$OUT/probe.log"
     python3 -m gsn_metric.train release "${data_flags[@]}" "${model_flags[@]}" --device "$DEVICE" \
         --workers "$WORKERS" --batch-size "$BATCH" --lr "$LR" --lr-schedule cosine --warmup-steps 50 \
-        --anchor-weight "$ANCHOR" "${init_flags[@]}" --epochs 1 --epoch-length "$length" --val-every 0 --time-limit $((TRAIN + 60)) \
+        --anchor-weight "$ANCHOR" --adversarial-weight "$ADVERSARIAL" "${init_flags[@]}" --epochs 1 --epoch-length "$length" --val-every 0 --time-limit $((TRAIN + 60)) \
         --out "$RUN/release" --name "$NAME" --weights-dir "$OUT/weights" --must-beat "" 2>&1 | tee "$OUT/release.log" \
         || status=$?
     # the measurements come back even when the gate (beat the --init weights) installed nothing

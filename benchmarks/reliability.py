@@ -513,6 +513,19 @@ def _worker(launcher: int, rank: int) -> int | None:
     return None
 
 
+def _two_tiny(work: Path) -> tuple[str, str]:
+    """Two different tiny weight files in ``work`` (seeds 0 and 1): the suite's, and another."""
+    paths = []
+    for seed, name in ((0, "tiny.safetensors"), (1, "other.safetensors")):
+        torch.manual_seed(seed)
+        path = work / name
+        if not path.exists():
+            save_weights(GSN(TINY).eval(), path, training_data=f"random (reliability suite, seed {seed})",
+                         score_name="test", score_range=(1.0, 5.0), patch_size=32)
+        paths.append(str(path))
+    return paths[0], paths[1]
+
+
 def scoring_runs(work: Path, weights: str, other_weights: str, kills_wanted: int) -> tuple[int, int, list[str]]:
     """(as required, tried, failures) for long CLI runs: pairs that fail are error rows and the rest is
     scored; a resume with other weights, patch mode or pairs is refused with the reason; a run killed
@@ -598,12 +611,20 @@ def scoring_runs(work: Path, weights: str, other_weights: str, kills_wanted: int
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="smaller everything: under a minute")
+    ap.add_argument("--scoring-runs-only", action="store_true", help="part 7 alone (about a minute)")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.child:
         print(json.dumps(child(json.loads(args.child))))
         return 0
     torch.set_num_threads(1)
+    if args.scoring_runs_only:
+        with tempfile.TemporaryDirectory() as tmp:
+            weights, other = _two_tiny(Path(tmp))
+            runs_ok, runs_tried, run_failures = scoring_runs(Path(tmp) / "runs", weights, other, 3)
+        print("\n".join(run_failures))
+        print(f"7. scoring runs (--out, --resume, torchrun): {runs_ok}/{runs_tried} as required")
+        return 0 if runs_ok == runs_tried else 1
     tally = Tally()
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
@@ -644,10 +665,7 @@ def main(argv: list[str] | None = None) -> int:
                 tally.crashes += 1
                 tally.failures.append(f"CRASH memory {r[0]} {r[1]}: {r[-1]}")
         print(f"\n6. threads: {threads(metric, 48, tally)}")
-        other = str(work / "other.safetensors")
-        torch.manual_seed(1)
-        save_weights(GSN(TINY).eval(), other, training_data="random (reliability suite, other)", score_name="test",
-                     score_range=(1.0, 5.0), patch_size=32)
+        _, other = _two_tiny(work)
         runs_ok, runs_tried, run_failures = scoring_runs(work / "runs", weights, other, 3)
         tally.failures += run_failures
         print(f"7. scoring runs (--out, --resume, torchrun): {runs_ok}/{runs_tried} as required")

@@ -208,13 +208,13 @@ def score_pairs(metric: GSNScore, pairs: Sequence[tuple[Path, Path]], progress: 
 
     last: tuple[Path | None, torch.Tensor | None] = (None, None)
 
-    def readable() -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    def readable() -> Iterator[tuple[int, torch.Tensor, torch.Tensor]]:
         nonlocal last
         for i, (ref, dist) in enumerate(pairs):
             try:
                 # The same reference file as the pair before: the same tensor, which iter_scores then encodes
                 # once for the whole run of pairs (GSNScore.encode_reference).
-                r = last[1] if last[0] == ref else to_batch(ref, name="reference")[0]
+                r = last[1] if last[0] == ref and last[1] is not None else to_batch(ref, name="reference")[0]
                 last = (ref, r)
                 d = to_batch(dist, name="distorted")[0]  # errors name the side and the file
                 for side, path, img in (("reference", ref, r), ("distorted", dist, d)):
@@ -286,7 +286,8 @@ def write_maps(metric: GSNScore, pairs: Sequence[tuple[Path, Path]], scores: Seq
             continue
         r, d = load_image(ref), load_image(dist)
         damage = metric.damage_map(r[None], d[None])[0, 0]
-        boxes = patch_boxes(*r.shape[-2:], metric.patches, metric.info.patch_size, metric.stride)
+        h, w = r.shape[-2:]
+        boxes = patch_boxes(h, w, metric.patches, metric.info.patch_size, metric.stride)
         damage_figure(r, d, damage, score, metric.info.score_name, boxes, title=f"{ref.name} | {dist.name}").save(path)
 
 

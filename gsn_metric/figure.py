@@ -20,7 +20,7 @@ __all__ = ["damage_figure"]
 _MARGIN, _TITLE, _BAR = 8, 44, 46
 
 
-def _font(size: int) -> ImageFont.ImageFont:
+def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
     try:
         return ImageFont.load_default(size=size)  # Pillow ≥ 10.1: a scalable font
     except TypeError:

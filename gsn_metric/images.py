@@ -29,6 +29,7 @@ from __future__ import annotations
 import math
 import os
 import re
+from typing import cast
 
 import numpy as np
 import torch
@@ -353,10 +354,10 @@ def _pil_to_tensor(im: Image.Image, where: str) -> torch.Tensor:
         return _gray_to_tensor(a.astype(np.float32) / np.float32(65535))
     if mode == "F":
         a = np.asarray(im)
-        lo, hi = float(np.min(a)), float(np.max(a))
-        if not (0.0 <= lo and hi <= 1.0):  # also false for NaN
+        flo, fhi = float(np.min(a)), float(np.max(a))
+        if not (0.0 <= flo and fhi <= 1.0):  # also false for NaN
             raise ValueError(
-                f"{where}: 32-bit float image with values in [{lo:g}, {hi:g}]; only float images already in "
+                f"{where}: 32-bit float image with values in [{flo:g}, {fhi:g}]; only float images already in "
                 "[0, 1] are accepted, since their scale is unknown: normalise it and pass a float array"
             )
         return _gray_to_tensor(a.astype(np.float32))
@@ -375,7 +376,8 @@ def _pil_to_tensor(im: Image.Image, where: str) -> torch.Tensor:
         im = im.convert("RGB")
 
     if im.mode in _ALPHA_MODES:
-        if im.getchannel("A").getextrema()[0] < 255:
+        alpha_range = cast("tuple[int, int]", im.getchannel("A").getextrema())  # one band: (min, max)
+        if alpha_range[0] < 255:
             raise _transparency_error(where)
         im = im.convert("RGB")
 

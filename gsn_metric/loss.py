@@ -32,6 +32,7 @@ import torch
 from torch import nn
 
 from .metric import GSNScore, Reduction, _reduce
+from .model import GSN
 from .patches import PatchMode
 from .weights import WeightsInfo
 
@@ -105,7 +106,7 @@ class GSNLoss(nn.Module):
         losses = [chunk.mean(1) for chunk in self.metric._per_pair(ref, dist, self._patch_losses)]
         return _reduce(torch.cat(losses), self.reduction)
 
-    def _patch_losses(self, net: nn.Module, ref: torch.Tensor, dist: torch.Tensor) -> torch.Tensor:
+    def _patch_losses(self, net: GSN, ref: torch.Tensor, dist: torch.Tensor) -> torch.Tensor:
         """Losses of P pairs of patches (P×3×h×w each), one branch pass for both sides."""
         lo, hi = self.info.score_range
         feats = net.branch.features(torch.cat([ref, dist]))

@@ -20,8 +20,9 @@ from torch import nn
 
 from . import maps
 from .images import _validate_range, check_pair, to_batch
+from .model import GSN
 from .patches import PATCH_MODES, PatchMode, check_stride, count_patches, extract_patches
-from .weights import load_model
+from .weights import WeightsInfo, load_model
 
 Reduction = Literal["none", "mean", "sum"]
 
@@ -81,6 +82,15 @@ class GSNScore(nn.Module):
 
     #: pyiqa's convention: False, GSN scores are higher = better (``GSNLoss`` is the lower-is-better form).
     lower_better = False
+    info: WeightsInfo
+    net: GSN
+    patches: PatchMode
+    batch_size: int
+    stride: int | None
+    input_range: tuple[float, float]
+    reduction: Reduction
+    amp: bool
+    _layout: torch.memory_format
 
     def __init__(
         self,
@@ -153,7 +163,8 @@ class GSNScore(nn.Module):
         """``_patch_scores`` of prepared N×3×H×W pairs, k×P×… for a few pairs at a time. Patches are cut only
         ``batch_size`` at a time (a few pairs, or a slice of one pair's many grid tiles), so that memory is
         bounded by ``batch_size`` whatever N and the number of tiles."""
-        per_patch = count_patches(*ref.shape[-2:], self.patches, self.info.patch_size, self.stride)
+        h, w = ref.shape[-2:]
+        per_patch = count_patches(h, w, self.patches, self.info.patch_size, self.stride)
         if per_patch > self.batch_size:
             for i in range(ref.shape[0]):
                 parts = [self._patch_scores(self._patchify(ref[i : i + 1], select)[0],
@@ -164,7 +175,7 @@ class GSNScore(nn.Module):
             return
         pairs_per_step = self.batch_size // per_patch
         if self.patches == "full":
-            pairs_per_step = self._full_pairs_that_fit(*ref.shape[-2:], pairs_per_step, torch.is_grad_enabled())
+            pairs_per_step = self._full_pairs_that_fit(h, w, pairs_per_step, torch.is_grad_enabled())
         for i in range(0, ref.shape[0], pairs_per_step):
             r, d = self._patchify(ref[i : i + pairs_per_step]), self._patchify(dist[i : i + pairs_per_step])
             out = self._patch_scores(r.flatten(0, 1), d.flatten(0, 1), fn)

@@ -231,7 +231,8 @@ class GSN(nn.Module):
         folded = copy.deepcopy(self).eval()
         for module in folded.modules():
             for name, child in list(module.named_children()):
-                if isinstance(child, nn.Sequential) and len(child) == 3 and isinstance(child[0], CDCConv2d):
+                if isinstance(child, nn.Sequential) and len(child) == 3 and isinstance(child[0], CDCConv2d) \
+                        and isinstance(child[1], nn.BatchNorm2d):
                     setattr(module, name, nn.Sequential(_fold_cdc_bn(child[0], child[1]), nn.ReLU(inplace=True)))
                 elif isinstance(child, CDCConv2d):
                     setattr(module, name, _fold_cdc_bn(child, None))
@@ -246,6 +247,7 @@ def _fold_cdc_bn(cdc: CDCConv2d, bn: nn.BatchNorm2d | None) -> nn.Conv2d:
     if bn is None:
         conv.weight.copy_(weight)
         return conv
+    assert bn.running_var is not None and bn.running_mean is not None and conv.bias is not None  # tracked stats
     scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
     conv.weight.copy_(weight * scale[:, None, None, None])
     conv.bias.copy_(bn.bias - bn.running_mean * scale)

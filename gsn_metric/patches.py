@@ -109,7 +109,8 @@ def extract_patches(
         larger than a patch, whose five boxes coincide).
     """
     img = pad_to(img, size)
-    boxes = _boxes(*img.shape[-2:], mode, size, stride)
+    h, w = img.shape[-2:]
+    boxes = _boxes(h, w, mode, size, stride)
     if boxes is None:
         return img.unsqueeze(1)[:, select]
     return torch.stack([img[..., t : t + size, l : l + size] for t, l in boxes[select]], dim=1)

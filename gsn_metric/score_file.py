@@ -85,13 +85,13 @@ def _read_rows(path: Path, fmt: str) -> list[Row]:
                     from None
         return rows
     reader = csv.reader(io.StringIO(text))
-    header = next(reader, None)
-    if header is not None and header != ["ref", "dist", "score", "error"]:
-        raise ScoreFileError(f"{path} does not start with gsn-metric's header ref,dist,score,error: {header}")
-    for line in reader:
-        if len(line) != 4:
-            raise ScoreFileError(f"{path} line {reader.line_num} has {len(line)} fields, not ref,dist,score,error")
-        rows.append((line[0], line[1], float(line[2]) if line[2] else None, line[3]))
+    first = next(reader, None)
+    if first is not None and first != ["ref", "dist", "score", "error"]:
+        raise ScoreFileError(f"{path} does not start with gsn-metric's header ref,dist,score,error: {first}")
+    for fields in reader:
+        if len(fields) != 4:
+            raise ScoreFileError(f"{path} line {reader.line_num} has {len(fields)} fields, not ref,dist,score,error")
+        rows.append((fields[0], fields[1], float(fields[2]) if fields[2] else None, fields[3]))
     return rows
 
 
@@ -133,7 +133,8 @@ class _OrderedWriter:
     """Appends the rows of ``order`` (input indices) to a file in that order as their results arrive."""
 
     def __init__(self, path: Path, fmt: str, order: Sequence[int], shown: Sequence[tuple[str, str]]) -> None:
-        self.fmt, self.order, self.shown, self.next, self.waiting = fmt, list(order), shown, 0, {}
+        self.fmt, self.order, self.shown, self.next = fmt, list(order), shown, 0
+        self.waiting: dict[int, Row] = {}
         new = not path.exists() or path.stat().st_size == 0
         self.file = open(path, "a", encoding="utf-8", newline="")  # noqa: SIM115 -- open for the whole run
         if new:

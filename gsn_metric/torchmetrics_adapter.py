@@ -38,6 +38,9 @@ class GSNMetric(Metric):
     higher_is_better = True
     is_differentiable = True
     full_state_update = False
+    scores: list[torch.Tensor]  # the states (add_state), as torchmetrics keeps them
+    score_sum: torch.Tensor
+    total: torch.Tensor
 
     def __init__(self, weights: str | os.PathLike | None = None, patches: PatchMode = "five", batch_size: int = 32,
                  input_range: tuple[float, float] = (0.0, 1.0), stride: int | None = None,

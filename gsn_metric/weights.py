@@ -85,7 +85,7 @@ def _read_manifest(directory: Path) -> dict[str, Any]:
     try:
         manifest = json.loads(path.read_text())
     except ValueError as err:
-        problem = str(err)
+        problem: str | None = str(err)
     else:
         problem = _manifest_problem(manifest)
     if problem:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -22,6 +23,7 @@ BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 def load_script(name: str):
     spec = importlib.util.spec_from_file_location(f"bench_{name}", BENCHMARKS / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
     spec.loader.exec_module(module)
     return module
 
@@ -107,3 +109,22 @@ def test_scale_rss_samples_a_whole_out_run(capsys):
     load_script("scale").main(["rss", "--pairs", "150"])
     out = capsys.readouterr().out
     assert "| pairs written | RSS MiB |" in out and "slope over the second half" in out
+
+
+@pytest.mark.parametrize("name, package", [("ST-LPIPS-alex", "stlpips_pytorch"), ("ST-LPIPS-vgg", "stlpips_pytorch"),
+                                           ("ColorVideoVDP", "pycvvdp")])
+def test_learned_peer_adapter_scores_in_its_direction(name, package):
+    """Each learned peer (benchmarks/peers.py) where it is installed: a value per pair, the identical pair at its
+    best, and a noisier copy worse than a cleaner one in the peer's own direction."""
+    pytest.importorskip("torchvision")
+    pytest.importorskip(package)
+    peers = load_script("peers")
+    peer = next(p for p in peers.PEERS if p.name.startswith(name + " "))
+    f, _ = peer.build(torch.device("cpu"))
+    g = torch.Generator().manual_seed(0)
+    ref = torch.rand(1, 3, 64, 64, generator=g).repeat(3, 1, 1, 1)
+    noise = torch.randn(ref.shape, generator=g) * torch.tensor([0.0, 0.05, 0.2]).view(3, 1, 1, 1)
+    values = f(ref, (ref + noise).clamp(0, 1)).float()
+    assert values.shape == (3,) and torch.isfinite(values).all()
+    ordered = values if peer.higher_is_better else -values
+    assert ordered[0] >= ordered[1] > ordered[2], values

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import csv
 import math
+import os
 import re
 import sys
 from collections import defaultdict
 from dataclasses import dataclass
-from pathlib import Path
 
 from .distortions import NAMES
 
@@ -35,7 +35,7 @@ class Calibration:
     n: int
 
 
-def kadid_calibration(label_file: str | Path) -> dict[tuple[int, int], Calibration]:
+def kadid_calibration(label_file: str | os.PathLike) -> dict[tuple[int, int], Calibration]:
     """Read a KADID-10k label CSV and return ``{(dist_type, level): Calibration(mean, std, n)}``.
 
     Either layout of the module docstring. Type and level come from the distorted file name (``Irr_tt_ll``);

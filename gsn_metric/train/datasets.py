@@ -46,6 +46,7 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Union
 
 import numpy as np
 import torch
@@ -55,6 +56,9 @@ from ..images import load_image
 from ..patches import PATCH_SIZE, extract_patches, paired_random_crop
 from .distortions import NAMES
 from .pairs import Pair, Split, check_image, split_by_reference
+
+if TYPE_CHECKING:
+    from .synthetic import SyntheticKADID
 
 __all__ = [
     "DATASET_CHOICES",
@@ -403,7 +407,11 @@ def add_dataset_arguments(parser: argparse.ArgumentParser, *, training: bool = T
                         "test patch side in pixels (None: the patch size the weights were trained at)")
 
 
-def open_dataset(args: argparse.Namespace, split: Split, train: bool) -> Dataset:
+#: What :func:`open_dataset` gives: rated pairs with ``score_name``, ``score_range`` and ``set_epoch``.
+RatedPairs = Union["IQADataset", "SyntheticKADID"]
+
+
+def open_dataset(args: argparse.Namespace, split: Split, train: bool) -> RatedPairs:
     """Build the data set the flags of :func:`add_dataset_arguments` describe (images checked first)."""
     if args.dataset == "synthetic-kadid":
         from .synthetic import KADID_SHORT_SIDE, SyntheticKADID, parse_type_weights  # only when asked for

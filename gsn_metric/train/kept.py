@@ -14,15 +14,17 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from .datasets import RatedPairs
+
 __all__ = ["MAX_BYTES", "KeptItems", "keep"]
 
 MAX_BYTES = 2 << 30  # above this the items are made again at each validation instead
 
 
-def keep(dataset: Dataset, *, num_workers: int = 0, max_bytes: int = MAX_BYTES) -> Dataset:
+def keep(dataset: RatedPairs, *, num_workers: int = 0, max_bytes: int = MAX_BYTES) -> Dataset:
     """:class:`KeptItems` of ``dataset`` when its distorted images fit ``max_bytes`` as uint8 (estimated from the
     first item: N × its size), else ``dataset`` itself (made again at each use, memory bounded)."""
-    if len(dataset) * dataset[0]["dist"].numel() > max_bytes:
+    if len(dataset) * torch.as_tensor(dataset[0]["dist"]).numel() > max_bytes:
         return dataset
     return KeptItems(dataset, num_workers=num_workers)
 

@@ -40,7 +40,7 @@ import random
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -53,7 +53,7 @@ from tqdm import tqdm
 from ..model import GSN, GSNConfig
 from ..weights import save_weights
 from .adversarial import perturb
-from .datasets import add_dataset_arguments, open_dataset
+from .datasets import RatedPairs, add_dataset_arguments, open_dataset
 from .kept import keep
 from .losses import GSNTrainingLoss
 from .optim import build_ranger
@@ -215,7 +215,7 @@ def _mix(*numbers: int) -> int:
 def _rng_state() -> dict[str, Any]:
     """Every global RNG state as tensors and numbers (loadable with ``weights_only=True``)."""
     version, mt, gauss = random.getstate()
-    _, keys, pos, has_gauss, cached = np.random.get_state()
+    _, keys, pos, has_gauss, cached = cast(tuple, np.random.get_state(legacy=True))
     return {
         "python": {"version": version, "state": torch.tensor(mt, dtype=torch.int64), "gauss": gauss},
         "numpy": {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos), "has_gauss": int(has_gauss),
@@ -281,7 +281,8 @@ def _check_resumed_flags(args: argparse.Namespace, saved: dict[str, Any], ckpt_p
 
 def _export_copy(model: GSN, lo: float, hi: float) -> GSN:
     """An eval-mode copy whose outputs are on the data set's scale: FC ← (hi − lo)·FC + lo (exact, linear)."""
-    export = copy.deepcopy(model).float().eval().to(memory_format=torch.contiguous_format)
+    # (torch's type stubs lack Module.to's memory_format; it exists)
+    export = copy.deepcopy(model).float().eval().to(memory_format=torch.contiguous_format)  # type: ignore[call-overload]
     with torch.no_grad():
         export.fc.weight.mul_(hi - lo)
         export.fc.bias.mul_(hi - lo).add_(lo)
@@ -373,12 +374,12 @@ def _train(args: argparse.Namespace, rank: int, world: int, device: torch.device
 
     has_val = args.val_fraction > 0
     train_set = open_dataset(args, "train" if has_val else "all", train=True)
-    val_set = open_dataset(args, "val", train=False) if has_val and is_main else None
+    val_set: Dataset | None = open_dataset(args, "val", train=False) if has_val and is_main else None
     if isinstance(val_set, SyntheticKADID) and args.val_every:  # made on the fly, fixed by the seed: make them once
         val_set = keep(val_set, num_workers=args.workers)
     lo, hi = (float(v) for v in train_set.score_range)
     local_batch = args.batch_size // world
-    sampler = DistributedSampler(train_set, num_replicas=world, rank=rank, shuffle=True, seed=args.seed)
+    sampler: DistributedSampler = DistributedSampler(train_set, num_replicas=world, rank=rank, shuffle=True, seed=args.seed)
     if len(sampler) < local_batch:
         raise ValueError(f"the training split has {len(train_set)} pairs, fewer than one batch of {local_batch} "
                          f"per process: lower --batch-size or --val-fraction")
@@ -393,7 +394,7 @@ def _train(args: argparse.Namespace, rank: int, world: int, device: torch.device
     model = model.to(device)
     # channels_last: the fast layout for cuDNN and for oneDNN on the CPU too (full network, batch 8, forward +
     # backward on 2 cores: 0.42–0.46 pairs/s against 0.31–0.34 contiguous).
-    model = model.to(memory_format=torch.channels_last)
+    model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # (as in _export_copy)
     optimizer = build_ranger(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
     autocast, amp_dtype = _autocast(device, args.amp)
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
@@ -548,7 +549,7 @@ def _check_diverged(loss: float, epoch: int, step: int, out: Path, amp_dtype: to
         f"to continue from there")
 
 
-def _describe(dataset: Dataset, args: argparse.Namespace) -> str:
+def _describe(dataset: RatedPairs, args: argparse.Namespace) -> str:
     """Free-text ``training_data`` for the weights' metadata."""
     title = getattr(dataset, "title", args.dataset)
     split = "all pairs" if args.val_fraction == 0 else f"train split, {1 - args.val_fraction:.0%} of references"

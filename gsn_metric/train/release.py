@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
 from ..weights import _default_file, load_model, resolve, save_weights, sha256_file
 from . import loop
@@ -135,7 +136,7 @@ def _measure(args: argparse.Namespace, export: Path, peers: list[str],
     device = "cuda" if args.device == "auto" and torch.cuda.is_available() else \
         ("cpu" if args.device == "auto" else args.device)
     model, _ = load_model(export, device=device)
-    models = {"GSN": model.fold()}
+    models: dict[str, nn.Module] = {"GSN": model.fold()}
     for name, spec in rivals.items():
         models[name] = load_model(spec, device=device)[0].fold()
     for name in peers:

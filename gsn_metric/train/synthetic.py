@@ -133,7 +133,7 @@ def _type_weights(type_weights: Mapping[int | str, float] | Sequence[float] | No
         by_name = {name: t for t, name in NAMES.items()}
         weights = [0.0] * len(DISTORTIONS)
         for key, w in type_weights.items():
-            t = by_name.get(key, key)
+            t = by_name.get(key, key) if isinstance(key, str) else key
             if t not in DISTORTIONS:
                 raise ValueError(f"type_weights: unknown distortion type {key!r} (1..25 or a name of "
                                  f"distortions.NAMES)")
@@ -213,7 +213,7 @@ class SyntheticKADID(Dataset):
         self.weights = _type_weights(type_weights)
         self.types = [t for t in DISTORTIONS if self.weights[t - 1] > 0]
         self.table = _load_labels(labels_file, self.types)
-        self.label_file = Path(labels_file)
+        self.label_file = Path(labels_file)  # type: ignore[arg-type]  # _load_labels refused None
         everything = find_images(pristine_dir)
         _check_pristine(everything, patch_size, Path(pristine_dir))
         pseudo_pairs = [Pair(p, p, math.nan, "pristine", i) for i, p in enumerate(everything)]
@@ -258,8 +258,8 @@ class SyntheticKADID(Dataset):
             raise IndexError(f"index {index} out of range for {len(self)} items")
         if not self.train:
             image, rest = divmod(index, len(self.types) * len(LEVELS))
-            dist_type, level = self.types[rest // len(LEVELS)], LEVELS[rest % len(LEVELS)]
-            return image, dist_type, level, _generator(self.seed, _EVAL, self._ids[image], dist_type, level)
+            dist_type, grade = self.types[rest // len(LEVELS)], LEVELS[rest % len(LEVELS)]
+            return image, dist_type, grade, _generator(self.seed, _EVAL, self._ids[image], dist_type, grade)
         gen = _generator(self.seed, _TRAIN, self.epoch, index, _DRAW)
         dist_type = int(torch.multinomial(self.weights, 1, generator=gen)) + 1
         if self.continuous_levels:
