@@ -199,8 +199,9 @@ def score_pairs(metric: GSNScore, pairs: Sequence[tuple[Path, Path]], progress: 
     batch (unreadable file, size mismatch, an image under 2×2 pixels), and pairs are scored in chunks, so a
     failure inside the network (e.g. out of memory) makes that chunk's pairs be retried one by one and only
     the pair that fails again is lost. Returns the scores (None where a pair failed) and
-    ``{pair index: "pair REF | DIST: why"}`` for the failures. ``on_result(i, score, error)`` is called as each
-    pair's result is known (not necessarily in order: a failed read is known before the chunk is scored).
+    ``{pair index: "pair REF | DIST: why"}`` for the failures. With ``on_result(i, score, error)``, called as
+    each pair's result is known (not necessarily in order: a failed read is known before the chunk is scored),
+    the scores are handed over rather than kept (all None), so memory stays flat over any number of pairs.
     """
     from .images import check_pair, to_batch  # imports torch: only once the arguments are known to be good
 
@@ -239,10 +240,11 @@ def score_pairs(metric: GSNScore, pairs: Sequence[tuple[Path, Path]], progress: 
                 score_chunk([one])
             return
         for (i, _, _), score in zip(chunk, results):
-            scores[i] = score
             bar.update()
             if on_result:
                 on_result(i, score, None)
+            else:
+                scores[i] = score
 
     def fail(i: int, why: str) -> None:
         errors[i] = why
