@@ -175,7 +175,7 @@ def contact_sheet(ref: torch.Tensor, start_imgs: dict[str, torch.Tensor],
         sheet.paste(Image.fromarray(arr), (j * size, label + i * (size + label) + label))
 
     for i, (start_name, x0) in enumerate(start_imgs.items()):
-        draw.text((2, label + i * (size + label) + 8), start_name, fill="black")
+        draw.text((2, label + i * (size + label) + 8), start_name.replace("σ", "sigma "), fill="black")  # font: ASCII
         put(ref, i, 0)
         put(x0, i, 1)
         for j, name in enumerate(names):
