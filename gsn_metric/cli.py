@@ -192,7 +192,7 @@ def format_scores(pairs: Sequence[tuple[str | Path, str | Path]], scores: Sequen
 
 def score_pairs(metric: GSNScore, pairs: Sequence[tuple[Path, Path]], progress: bool,
                 on_result: Callable[[int, float | None, str | None], None] | None = None,
-                ) -> tuple[list[float | None], dict[int, str]]:
+                independent: bool = False) -> tuple[list[float | None], dict[int, str]]:
     """Score ``pairs`` in order, with a progress bar on stderr if asked for and stderr is a terminal.
 
     A pair that cannot be scored does not stop the others: each pair is read and checked before it joins a
@@ -202,6 +202,11 @@ def score_pairs(metric: GSNScore, pairs: Sequence[tuple[Path, Path]], progress: 
     ``{pair index: "pair REF | DIST: why"}`` for the failures. With ``on_result(i, score, error)``, called as
     each pair's result is known (not necessarily in order: a failed read is known before the chunk is scored),
     the scores are handed over rather than kept (all None), so memory stays flat over any number of pairs.
+
+    ``independent``: each pair's distorted patches get forward passes of their own (its reference still encoded
+    once per run of pairs that share it), so that a score does not depend on which other pairs shared its batch
+    (convolution libraries round differently at other batch sizes, ~1e-7): the same pair scores the same in any
+    shard, after any resume. Packing several pairs per pass (the default) is faster on GPUs.
     """
     from .images import check_pair, to_batch  # imports torch: only once the arguments are known to be good
 
@@ -230,7 +235,8 @@ def score_pairs(metric: GSNScore, pairs: Sequence[tuple[Path, Path]], progress: 
 
     def score_chunk(chunk: list[tuple[int, torch.Tensor, torch.Tensor]]) -> None:
         try:
-            results = list(metric.iter_scores((r, d) for _, r, d in chunk))
+            results = _independent_scores(metric, chunk) if independent else \
+                list(metric.iter_scores((r, d) for _, r, d in chunk))
         except (RuntimeError, ValueError) as err:
             if len(chunk) == 1:
                 i = chunk[0][0]
@@ -264,6 +270,19 @@ def score_pairs(metric: GSNScore, pairs: Sequence[tuple[Path, Path]], progress: 
         if chunk:
             score_chunk(chunk)
     return scores, errors
+
+
+def _independent_scores(metric: GSNScore, chunk: list[tuple[int, torch.Tensor, torch.Tensor]]) -> list[float]:
+    """One pair per forward pass, the reference encoded once for consecutive pairs sharing its tensor."""
+    import torch
+
+    out, encoded = [], None
+    with torch.inference_mode():
+        for _, r, d in chunk:
+            if encoded is None or encoded[0] is not r:
+                encoded = (r, metric.encode_reference(r))
+            out.append(float(encoded[1](d[None])[0]))
+    return out
 
 
 def _map_paths(target: Path, pairs: Sequence[tuple[Path, Path]]) -> list[Path]:
@@ -313,8 +332,9 @@ def _score_to_file(args: argparse.Namespace, metric: GSNScore, pairs: Sequence[t
     settings = {"weights_sha256": metric.info.sha256, "patches": metric.patches, "stride": metric.stride,
                 "patch_size": metric.info.patch_size, "score_name": metric.info.score_name}
     def score(indices: list[int], put: Callable[[int, float | None, str | None], None]) -> None:
+        # independent: a row must not depend on its shard or on where a killed run stopped
         _, errors = score_pairs(metric, [pairs[i] for i in indices], not args.no_progress and len(indices) > 1,
-                                on_result=lambda j, s, e: put(indices[j], s, e))
+                                on_result=lambda j, s, e: put(indices[j], s, e), independent=True)
         for message in errors.values():
             print(f"gsn_metric: error: {message}", file=sys.stderr)
 

@@ -54,14 +54,19 @@ def test_out_streams_the_rows_of_format_csv_and_refuses_to_overwrite(pairs_csv, 
     expected = capsys.readouterr().out
     out = pairs_csv.parent / "scores.csv"
     assert main(["--pairs", str(pairs_csv), "--weights", tiny_weights, "--out", str(out)]) == 1
-    assert out.read_text() == expected  # row for row what --format csv prints, error row included
+    # row for row what --format csv prints, error row included; the scores to rounding, since --out gives each
+    # pair its own forward passes where stdout packs several pairs into one (other batch sizes round differently)
+    got, want = (list(csv.reader(text.splitlines())) for text in (out.read_text(), expected))
+    assert [r[:2] + r[3:] for r in got] == [r[:2] + r[3:] for r in want]
+    assert all(a[2] == b[2] or abs(float(a[2]) - float(b[2])) <= 2e-6 for a, b in zip(got[1:], want[1:]))
     record = json.loads((pairs_csv.parent / "scores.csv.gsn.json").read_text())
     assert record["patches"] == "five" and len(record["weights_sha256"]) == 64
     assert main(["--pairs", str(pairs_csv), "--weights", tiny_weights, "--out", str(out)]) == 1
     assert "exists: pass --resume" in capsys.readouterr().err
     # resuming a complete file scores nothing and leaves it as it was
+    before = out.read_text()
     assert main(["--pairs", str(pairs_csv), "--weights", tiny_weights, "--out", str(out), "--resume"]) == 1
-    assert out.read_text() == expected
+    assert out.read_text() == before
     jl = pairs_csv.parent / "scores.jsonl"
     main(["--pairs", str(pairs_csv), "--weights", tiny_weights, "--out", str(jl)])
     rows = [json.loads(line) for line in jl.read_text().splitlines()]
