@@ -116,11 +116,12 @@ def _lines(path: Path) -> int:
 
 def rss(args: argparse.Namespace, tmp: Path) -> None:
     sys.path.insert(0, str(ROOT))
-    from gsn_metric.model import GSN, GSNConfig
+    from gsn_metric.model import GSN
+    from gsn_metric.train.loop import TINY
     from gsn_metric.weights import save_weights
 
     torch.manual_seed(0)
-    tiny = GSN(GSNConfig(stem=4, blocks=((6, 8, 6), (6, 6), (6,)), fusion_channels=4, fusion_size=6)).eval()
+    tiny = GSN(TINY).eval()
     weights = tmp / "tiny.safetensors"
     save_weights(tiny, weights, training_data="random (benchmark)", score_name="test", score_range=(1.0, 5.0),
                  patch_size=32)

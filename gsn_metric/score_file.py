@@ -152,8 +152,9 @@ class _OrderedWriter:
         self.file.close()
 
 
-def _merge(path: Path, fmt: str, shown: Sequence[tuple[str, str]]) -> None:
-    """FILE rewritten from FILE and its parts in the input's order (temporary file, then rename); parts removed."""
+def _merge(path: Path, fmt: str, shown: Sequence[tuple[str, str]]) -> dict[int, Row]:
+    """FILE rewritten from FILE and its parts in the input's order (temporary file, then rename); parts removed.
+    Returns its rows by input index."""
     done = _done(path, fmt, shown)
     tmp = path.with_name(path.name + ".merging")
     with open(tmp, "w", encoding="utf-8", newline="") as f:
@@ -161,6 +162,7 @@ def _merge(path: Path, fmt: str, shown: Sequence[tuple[str, str]]) -> None:
     os.replace(tmp, path)
     for part in _parts(path):
         part.unlink()
+    return done
 
 
 ScorePairs = Callable[[list[int], Callable[[int, "float | None", "str | None"], None]], None]
@@ -202,8 +204,8 @@ def score_into(path: Path, shown: Sequence[tuple[str, str]], settings: dict[str,
     failed = 0
     if rank == 0:
         out_of_order = sorted(done) != list(range(len(done)))  # resumed after a distributed kill
-        if target != path or out_of_order or _parts(path):
-            _merge(path, fmt, shown)
-        failed = sum(1 for row in _read_rows(path, fmt) if row[3])
+        rows = _merge(path, fmt, shown).values() if target != path or out_of_order or _parts(path) else \
+            _read_rows(path, fmt)  # merged rows are already read; FILE is read only when nothing was merged
+        failed = sum(1 for row in rows if row[3])
     sharding.barrier()  # nobody leaves (and torchrun stops nobody) before FILE is whole
     return len(done), len(todo), failed
