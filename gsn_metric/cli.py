@@ -4,6 +4,8 @@
     python -m gsn_metric refs/ dists/                  # two folders: pairs by file name
     python -m gsn_metric --pairs pairs.csv             # a CSV with columns ref,dist (relative to the CSV)
     python -m gsn_metric ref.png dist.png --map out.png   # also a picture of where the damage is
+    python -m gsn_metric ref.png dist.png --precision bf16    # faster on GPUs and bf16 CPUs; scores move a little
+    python -m gsn_metric export-onnx gsn.onnx [--int8]       # the network for ONNX Runtime (onnx_export.py)
     python -m gsn_metric --pairs pairs.csv --out scores.csv [--resume]   # streamed to a file; a killed run resumes
     torchrun --nproc-per-node 4 -m gsn_metric --pairs pairs.csv --out scores.csv   # several processes / GPUs
 
@@ -31,6 +33,7 @@ from typing import TYPE_CHECKING
 from tqdm import tqdm
 
 from .patches import PATCH_MODES
+from .precision import PRECISIONS
 
 if TYPE_CHECKING:
     import torch
@@ -65,6 +68,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="five: the paper's 4 corners + centre (default); grid: tiles covering the image; full")
     p.add_argument("--stride", type=int,
                    help="for --patches grid: the largest gap between tiles in pixels (default half a patch)")
+    p.add_argument("--precision", choices=PRECISIONS, default="fp32",
+                   help="arithmetic: fp32 (default: the same scores on every machine), bf16 (GPUs and CPUs with "
+                        "native bfloat16) or int8 (CPU): faster, and scores move a little (README, 'Precision'); "
+                        "for ranking many outputs, not for numbers to publish")
     p.add_argument("--format", choices=("text", "csv", "json"), default="text", help="output format (default text)")
     p.add_argument("--map", metavar="PNG|DIR",
                    help="also draw where GSN sees the damage (reference | distorted | damage map): one pair writes "
@@ -330,7 +337,8 @@ def _score_to_file(args: argparse.Namespace, metric: GSNScore, pairs: Sequence[t
 
     rank, _ = sharding.rank_and_world()
     settings = {"weights_sha256": metric.info.sha256, "patches": metric.patches, "stride": metric.stride,
-                "patch_size": metric.info.patch_size, "score_name": metric.info.score_name}
+                "patch_size": metric.info.patch_size, "score_name": metric.info.score_name,
+                "precision": metric.precision}
     def score(indices: list[int], put: Callable[[int, float | None, str | None], None]) -> None:
         # independent: a row must not depend on its shard or on where a killed run stopped
         _, errors = score_pairs(metric, [pairs[i] for i in indices], not args.no_progress and len(indices) > 1,
@@ -352,6 +360,11 @@ def _score_to_file(args: argparse.Namespace, metric: GSNScore, pairs: Sequence[t
 def main(argv: Sequence[str] | None = None) -> int:
     from . import sharding
 
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["export-onnx"]:
+        from .onnx_export import main as export_main
+
+        return export_main(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
     world = sharding.rank_and_world()[1]
@@ -380,7 +393,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise UsageError("--stride applies to --patches grid only")
         sharding.start()
         metric = GSNScore(weights=args.weights, device=sharding.device_for_rank(args.device), patches=args.patches,
-                          batch_size=args.batch_size, stride=args.stride)
+                          batch_size=args.batch_size, stride=args.stride, precision=args.precision)
         if args.out:
             return _score_to_file(args, metric, pairs, shown)
         scores, errors = score_pairs(metric, pairs, progress=not args.no_progress and len(pairs) > 1)

