@@ -11,6 +11,7 @@ patches is :func:`gsn_metric.patches.extract_patches`). ``--int8`` also quantise
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import sys
@@ -45,14 +46,28 @@ def export_onnx(path: str | os.PathLike, weights: str | os.PathLike | None = Non
     if path.suffix != ".onnx":
         raise ValueError(f"{path}: name the ONNX file *.onnx")
     path.parent.mkdir(parents=True, exist_ok=True)
+    existed = path.exists()
     with open(path, "ab"):  # writable before the export's minutes, not after
         pass
-    model, info = load_model(weights)
-    net: GSN = model.fold().eval()
-    s = info.patch_size
-    example = (torch.rand(2, 3, s, s), torch.rand(2, 3, s, s))
+    try:
+        model, info = load_model(weights)
+        net: GSN = model.fold().eval()
+        s = info.patch_size
+        example = (torch.rand(2, 3, s, s), torch.rand(2, 3, s, s))
+        with tempfile.TemporaryDirectory() as tmp:
+            target = Path(tmp) / "fp32.onnx" if int8 else path
+            _export(net, example, target)
+            if int8:
+                _quantize_onnx(target, path, s)
+    except BaseException:
+        if not existed:  # no empty file left behind to be taken for a model
+            path.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _export(net: GSN, example: tuple[torch.Tensor, torch.Tensor], target: Path) -> None:
     batch = torch.export.Dim("batch", min=1)
-    target = path if not int8 else Path(tempfile.mkdtemp()) / "fp32.onnx"
     quiet = logging.getLogger("torch.onnx")
     level = quiet.level
     with warnings.catch_warnings():
@@ -66,14 +81,12 @@ def export_onnx(path: str | os.PathLike, weights: str | os.PathLike | None = Non
             quiet.setLevel(level)
     assert program is not None
     program.save(str(target))
-    if int8:
-        _quantize_onnx(target, path, s)
-    return path
 
 
 def _quantize_onnx(source: Path, out: Path, patch_size: int) -> None:
     """ONNX Runtime static quantisation of ``source`` into ``out``."""
     _needs("onnxruntime")
+    import onnx
     from onnxruntime.quantization import (
         CalibrationDataReader,
         CalibrationMethod,
@@ -94,19 +107,19 @@ def _quantize_onnx(source: Path, out: Path, patch_size: int) -> None:
         def get_next(self) -> dict | None:
             return next(self.items, None)
 
-    import onnx
-
     prepared = source.with_name("prepared.onnx")
     quant_pre_process(str(source), str(prepared), skip_symbolic_shape=True)
-    # What precision="int8" quantises: the branch's convolutions, not its attention's nor the fusion's
-    # (everything quantised moved the example pair's scores 4× as far).
+    # The layers precision="int8" quantises: the branch's convolutions, not its attention's nor the fusion's.
+    # Percentile (99.999 %) activation ranges moved the example pair's scores about half as far as min-max
+    # ones (largest 0.27 against 0.53 on the 1-5 scale).
     graph = onnx.load(str(prepared)).graph
     branch = [n.name for n in graph.node if n.op_type == "Conv" and n.input[1].startswith("branch.")
               and not n.input[1].endswith(".conv.weight")]
-    quantize_static(str(prepared), str(out), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
-                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, nodes_to_quantize=branch,
-                    calibrate_method=CalibrationMethod.Percentile,
-                    extra_options={"ActivationSymmetric": False, "CalibMovingAverage": False})
+    with contextlib.redirect_stdout(sys.stderr):  # its calibrator prints its settings
+        quantize_static(str(prepared), str(out), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, nodes_to_quantize=branch,
+                        calibrate_method=CalibrationMethod.Percentile,
+                        extra_options={"ActivationSymmetric": False, "CalibMovingAverage": False})
 
 
 def main(argv: Sequence[str] | None = None) -> int:
