@@ -31,11 +31,12 @@ def load_script(name: str):
 def test_speed_quick_prints_all_tables(capsys):
     speed = load_script("speed")
     speed.main(["--quick", "--device", "cpu", "--repeats", "1", "--batch-sizes", "1", "2", "--reuse-pairs", "4",
-                "--reuse-repeats", "1", "--no-compile"])
+                "--reuse-repeats", "1", "--no-compile", "--no-onnx", "--precision-pairs", "2"])
     out = capsys.readouterr().out
     assert "WEIGHTS ARE RANDOM" in out
-    for title in ("1. Latency", "2. Throughput", "3. One", "5. 4 pairs"):
+    for title in ("1. Latency", "2. Throughput", "3. One", "5. 4 pairs", "6. Precisions on this CPU"):
         assert title in out
+    assert "| GSNScore fp32 |" in out and "| GSNScore int8 |" in out
     assert "| reference reused (1 reference × 4) |" in out
     for row in ("folded (library default)", "unfolded", "channels_last", "PSNR (plain torch)", "LPIPS", "DISTS"):
         assert row in out
