@@ -76,8 +76,13 @@ class CDCConv2d(nn.Module):
     """Central Difference Convolution (CDCN, Yu et al. 2020), 3×3, stride 1, padding 1, no bias.
 
     ``y(p0) = θ·Σ w(pn)·(x(p0+pn) − x(p0)) + (1−θ)·Σ w(pn)·x(p0+pn) = conv(x, w) − θ·x(p0)·Σw``,
-    computed as such while training; :meth:`folded_weight` is the equivalent plain kernel.
+    computed as such (two convolutions) while training, or with ``fold_centre`` as one convolution with the
+    folded kernel of :meth:`folded_weight`, the same function of the weights (same outputs and gradients up to
+    rounding; ``fit --speedups fold-cdc``).
     """
+
+    #: one 3×3 convolution with the folded kernel instead of a 3×3 and a 1×1 one (see the class docstring)
+    fold_centre: bool = False
 
     def __init__(self, in_channels: int, out_channels: int, theta: float = 0.7) -> None:
         super().__init__()
@@ -86,16 +91,20 @@ class CDCConv2d(nn.Module):
         nn.init.kaiming_normal_(self.weight, mode="fan_out", nonlinearity="relu")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.fold_centre or self.theta == 0:
+            return F.conv2d(x, self._folded(), padding=1)
         y = F.conv2d(x, self.weight, padding=1)
-        if self.theta == 0:
-            return y
         return y - self.theta * F.conv2d(x, self.weight.sum(dim=(2, 3), keepdim=True))
+
+    def _folded(self) -> torch.Tensor:
+        """The folded kernel, differentiable in the weights: centre tap ``w_c − θ·Σw``."""
+        if self.theta == 0:
+            return self.weight
+        return self.weight - self.theta * F.pad(self.weight.sum(dim=(2, 3), keepdim=True), (1, 1, 1, 1))
 
     def folded_weight(self) -> torch.Tensor:
         """The 3×3 kernel of a plain conv equal to this CDC: centre tap ``w_c − θ·Σw``."""
-        w = self.weight.detach().clone()
-        w[:, :, 1, 1] -= self.theta * self.weight.detach().sum(dim=(2, 3))
-        return w
+        return self._folded().detach().clone()
 
 
 def _cdc_bn_relu(cin: int, cout: int, theta: float) -> nn.Sequential:
@@ -209,9 +218,9 @@ class GSN(nn.Module):
     def head(self, ref_levels: Sequence[torch.Tensor], dist_levels: Sequence[torch.Tensor]) -> torch.Tensor:
         """P scores from the branch's (low, mid, high) features of P reference and P distorted patches: the
         part of :meth:`forward` after the Siamese branch (reference features can be computed once and reused).
-        The FC layer runs in float32 even under autocast: in bfloat16 its output, the score, would be rounded
-        to steps of 1/64 on the 1–5 scale."""
-        fused = self.fusion(ref_levels, dist_levels).flatten(1).float()
+        The FC layer runs in its weights' precision (float32) even under autocast: in bfloat16 its output, the
+        score, would be rounded to steps of 1/64 on the 1–5 scale."""
+        fused = self.fusion(ref_levels, dist_levels).flatten(1).to(self.fc.weight.dtype)
         with torch.autocast(fused.device.type, enabled=False):
             return self.fc(fused).squeeze(1)
 
@@ -224,7 +233,7 @@ class GSN(nn.Module):
         n = ref.shape[0]
         fused = self.fusion([x[:n] for x in levels], [x[n:] for x in levels]).flatten(1)
         f = self.config.fusion_size
-        return (fused.float() * self.fc.weight.float()).view(n, f, f)
+        return (fused.to(self.fc.weight.dtype) * self.fc.weight).view(n, f, f)
 
     @torch.no_grad()
     def fold(self) -> GSN:

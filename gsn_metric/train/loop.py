@@ -58,6 +58,7 @@ from .kept import keep
 from .losses import GSNTrainingLoss
 from .optim import build_ranger
 from .outputs import check_writable_dir
+from .speedups import SPEEDUPS, apply_to_model, parse_speedups, wrap_for_training
 from .synthetic import SyntheticKADID
 
 __all__ = ["TINY", "add_arguments", "load_checkpoint", "main", "model_config"]
@@ -69,7 +70,7 @@ CHECKPOINT_FORMAT = "gsn-metric-train-checkpoint-1"
 TINY = GSNConfig(stem=4, blocks=((6, 8, 6), (6, 6), (6,)), fusion_channels=4, fusion_size=6)
 # Flags that may change between a run and its resumption without changing what is trained.
 _RESUMABLE_CHANGES = {"epochs", "workers", "device", "resume", "max_steps", "val_every", "out", "root", "labels",
-                      "pristine", "time_limit", "init",
+                      "pristine", "time_limit", "init", "speedups",
                       "name", "weights_dir", "default", "peers", "must_beat"}  # release's own: not training
 # Flags that may not: they change the train/val split, the validation items or the patch size, so the run
 # would train on what it validated on before, and its "best" would compare scores of different val sets.
@@ -124,6 +125,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--device", default="auto", help="'auto' (CUDA if available), 'cpu', 'cuda', 'cuda:1', ...")
     g.add_argument("--amp", action=argparse.BooleanOptionalAction, default=True,
                    help="mixed precision on CUDA (bfloat16, or float16 + grad scaler where bf16 is slow)")
+    g.add_argument("--speedups", type=lambda t: ",".join(parse_speedups(t)), default="", metavar="LIST",
+                   help=f"faster forms of the same step, comma-separated: {', '.join(SPEEDUPS)} (speedups.py; "
+                        "benchmarks/train_step.py times them); default none: the eager step")
     g.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1),
                    help="DataLoader worker processes per GPU/process (0: load in the main process)")
     g.add_argument("--val-every", type=int, default=1,
@@ -395,7 +399,10 @@ def _train(args: argparse.Namespace, rank: int, world: int, device: torch.device
     # channels_last: the fast layout for cuDNN and for oneDNN on the CPU too (full network, batch 8, forward +
     # backward on 2 cores: 0.42–0.46 pairs/s against 0.31–0.34 contiguous).
     model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # (as in _export_copy)
-    optimizer = build_ranger(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
+    speedups = tuple(filter(None, args.speedups.split(",")))
+    apply_to_model(model, speedups)
+    optimizer = build_ranger(model.parameters(), lr=args.lr, weight_decay=args.weight_decay,
+                             foreach=True if "foreach" in speedups else None)
     autocast, amp_dtype = _autocast(device, args.amp)
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
     criterion = GSNTrainingLoss(alpha=args.alpha, beta=args.beta, mse_weight=args.mse_weight,
@@ -434,10 +441,11 @@ def _train(args: argparse.Namespace, rank: int, world: int, device: torch.device
             + (f" and {skip_samples} pairs of the next" if skip_samples else "") + f", {step} steps done")
     net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) \
         if world > 1 else model
+    net = wrap_for_training(net, speedups)
 
     validating = repr(val_set) if val_set is not None else "nothing (--val-fraction 0: the last epoch is exported)"
     say(f"training {train_set!r}\n  validating on {validating}\n  {config}\n  on {device} × {world}, "
-        f"batch {args.batch_size}, {len(loader)} steps/epoch, amp {amp_dtype}")
+        f"batch {args.batch_size}, {len(loader)} steps/epoch, amp {amp_dtype}, speedups {args.speedups or 'none'}")
     total_steps = args.epochs * len(loader)
     deadline = math.inf if args.time_limit is None else time.monotonic() + args.time_limit
     out_of_time = False  # --time-limit reached: end this launch at the step boundary
