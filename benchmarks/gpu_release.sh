@@ -2,12 +2,13 @@
 # The GPU release plan (benchmarks/GPU_RELEASE.md): each stage is one device call of at most 10 minutes.
 #
 #   benchmarks/gpu_release.sh prepare            # here, before the lease: fills .gpu/ (ignored) for `carry`
-#   benchmarks/gpu_release.sh train              # on the GPU: probe throughput, train, measure, install
+#   benchmarks/gpu_release.sh train              # on the GPU: probe the step and throughput, train, measure, install
 #   benchmarks/gpu_release.sh bench              # on the GPU: benchmarks/speed.py --device cuda + bf16 check
 #   benchmarks/gpu_release.sh all                # train, then bench, in one device call (no 30 s race between)
 #
 # Every knob is an environment variable, so the same script is rehearsed on the CPU at tiny scale:
 #   DEVICE=cpu TINY=1 PROBE=5 TRAIN=20 WORKERS=1 VAL_FRACTION=0.0125 OUT=/tmp/rehearsal benchmarks/gpu_release.sh train
+START=$(date +%s)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 STAGE=${1:?usage: $0 prepare|train|bench|all}
@@ -20,8 +21,12 @@ INIT=${INIT:-}                              # train on from these weights (a rel
 DRAW_OFFSET=${DRAW_OFFSET:-0}               # with INIT: epochs of pairs the earlier pieces drew (new pairs)
 WIDTH=${WIDTH:-1}
 TINY=${TINY:-0}
-PROBE=${PROBE:-30}                          # seconds of the throughput probe
-TRAIN=${TRAIN:-330}                         # seconds of training the cosine schedule is planned for
+STEP_PROBE=${STEP_PROBE:-10}                # seconds per candidate of the training-step probe (train_step.py)
+SPEEDUPS=${SPEEDUPS:-auto}                  # fit --speedups: auto = the step probe's choice; '' = eager
+PROBE=${PROBE:-20}                          # seconds of the throughput probe (the whole pipeline, chosen speedups)
+CALL=${CALL:-570}                           # seconds the whole call may take (the device tool stops it at 600)
+RESERVE=${RESERVE:-230}                     # seconds kept after training: start-ups, measuring, installing, bench
+TRAIN=${TRAIN:-auto}                        # seconds of training: auto = what CALL leaves after probes and RESERVE
 WORKERS=${WORKERS:-15}                      # data workers: 16 cores, one left to the training process
 BATCH=${BATCH:-32}
 LR=${LR:-1e-3}
@@ -54,18 +59,33 @@ train|all)
 import torch; print("torch", torch.__version__, "cuda", torch.cuda.is_available(),
                     torch.cuda.get_device_name() if torch.cuda.is_available() else "")
 EOF
-    # 1. throughput probe: the same pipeline, PROBE seconds, thrown away
     rm -rf "$RUN" && mkdir -p "$RUN"
+    # 0. the training step's candidates (fit --speedups), each checked against eager, the fastest chosen; any
+    #    failure of the probe itself falls back to eager
+    if [[ $SPEEDUPS == auto ]]; then
+        : > "$RUN/speedups.txt"
+        if [[ $STEP_PROBE != 0 ]]; then
+            python3 benchmarks/train_step.py --device "$DEVICE" "${model_flags[@]}" --batch-size "$BATCH" \
+                --patch-size 192 --seconds "$STEP_PROBE" --choose "$RUN/speedups.txt" --json "$OUT/step_probe.json" \
+                2>&1 | tee "$OUT/step_probe.md" || echo "step probe failed: eager" | tee -a "$OUT/step_probe.md"
+        fi
+        SPEEDUPS=$(cat "$RUN/speedups.txt")
+    fi
+    echo "speedups: '${SPEEDUPS}'" | tee -a "$OUT/step_probe.md"
+    # 1. throughput probe: the same pipeline, PROBE seconds, thrown away
     python3 -m gsn_metric.train fit "${data_flags[@]}" "${model_flags[@]}" --device "$DEVICE" --workers "$WORKERS" \
+        --speedups "$SPEEDUPS" \
         --batch-size "$BATCH" --anchor-weight "$ANCHOR" --adversarial-weight "$ADVERSARIAL" --epochs 1 --epoch-length 1000000 --time-limit "$PROBE" \
         --out "$RUN/probe" \
         2>&1 | tee "$OUT/probe.log"
     rate=$(python3 -c "import json; print(json.load(open('$RUN/probe/history.json'))[-1]['pairs_per_s'])")
     # 2. plan TRAIN seconds of it as one cosine epoch (whole batches), train, measure, install into $OUT/weights
+    [[ $TRAIN == auto ]] && TRAIN=$(( CALL - ($(date +%s) - START) - RESERVE )) && (( TRAIN < 30 )) && TRAIN=30
     length=$(python3 -c "print(max(1, int($rate * $TRAIN) // $BATCH) * $BATCH)")
     echo "probe: $rate pairs/s -> epoch of $length pairs for ${TRAIN}s" | tee -a "$OUT/probe.log"
     python3 -m gsn_metric.train release "${data_flags[@]}" "${model_flags[@]}" --device "$DEVICE" \
         --workers "$WORKERS" --batch-size "$BATCH" --lr "$LR" --lr-schedule cosine --warmup-steps 50 \
+        --speedups "$SPEEDUPS" \
         --anchor-weight "$ANCHOR" --adversarial-weight "$ADVERSARIAL" "${init_flags[@]}" --epochs 1 --epoch-length "$length" --val-every 0 --time-limit $((TRAIN + 60)) \
         --out "$RUN/release" --name "$NAME" --weights-dir "$OUT/weights" --must-beat "" 2>&1 | tee "$OUT/release.log" \
         || status=$?

@@ -129,3 +129,17 @@ def test_learned_peer_adapter_scores_in_its_direction(name, package):
     assert values.shape == (3,) and torch.isfinite(values).all()
     ordered = values if peer.higher_is_better else -values
     assert ordered[0] >= ordered[1] > ordered[2], values
+
+
+def test_train_step_profiles_probes_and_chooses(tmp_path, capsys):
+    train_step = load_script("train_step")
+    chosen = tmp_path / "speedups.txt"
+    assert train_step.main(["--device", "cpu", "--tiny", "--patch-size", "32", "--batch-size", "4", "--seconds",
+                            "0.2", "--warmup", "1", "--profile", "--candidates", "fold-cdc", "no-such-speedup",
+                            "--choose", str(chosen)]) == 0
+    out = capsys.readouterr().out
+    assert "| convolution (3×3), forward + backward |" in out and "| optimiser (RAdam + Lookahead) |" in out
+    rows = {line.split("|")[1].strip(): line for line in out.splitlines() if line.startswith("| ")}
+    assert "pass" in rows["eager"] and "pass" in rows["fold-cdc"]  # eager is always probed, first
+    assert "failed: ArgumentTypeError" in rows["no-such-speedup"]  # a bad candidate is a row, not a crash
+    assert chosen.read_text() in ("", "fold-cdc")

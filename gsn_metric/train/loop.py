@@ -45,6 +45,7 @@ from typing import Any, cast
 import numpy as np
 import torch
 import torch.distributed as dist
+from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, Sampler
 from torch.utils.data.distributed import DistributedSampler
@@ -61,7 +62,7 @@ from .outputs import check_writable_dir
 from .speedups import SPEEDUPS, apply_to_model, parse_speedups, wrap_for_training
 from .synthetic import SyntheticKADID
 
-__all__ = ["TINY", "add_arguments", "load_checkpoint", "main", "model_config"]
+__all__ = ["TINY", "add_arguments", "load_checkpoint", "main", "model_config", "train_step"]
 
 CHECKPOINT = "checkpoint.pt"
 EXPORT = "best.safetensors"
@@ -470,28 +471,13 @@ def _train(args: argparse.Namespace, rank: int, world: int, device: torch.device
             ref = batch["ref"].to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
             dis = batch["dist"].to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
             target = (batch["score"].to(device) - lo) / (hi - lo)
-            n, pred_adv = ref.shape[0], None
-            if args.adversarial_weight:
-                # clean and attacked pairs in one forward (one DDP pass; BatchNorm sees both, as in Madry et al.)
-                adv = perturb(model, ref, dis, args.adversarial_eps / 255, args.adversarial_steps, autocast)
-                ref, dis = torch.cat([ref, ref]), torch.cat([dis, adv])
-            with autocast:
-                pred, own = net(ref, dis, anchor=True) if args.anchor_weight else (net(ref, dis), None)
-            if args.adversarial_weight:
-                pred, pred_adv, own = pred[:n], pred[n:].float(), None if own is None else own[:n]
-            loss, terms = criterion(pred.float(), target, None if own is None else own.float(), pred_adv)
-            optimizer.zero_grad(set_to_none=True)
-            for group in optimizer.param_groups:
-                group["lr"] = learning_rate(args, step, total_steps)
-            scaler.scale(loss).backward()
-            if args.clip_grad > 0:
-                scaler.unscale_(optimizer)
-                torch.nn.utils.clip_grad_norm_(model.parameters(), args.clip_grad)
-            scaler.step(optimizer)
-            scaler.update()
+            attack = (args.adversarial_eps / 255, args.adversarial_steps) if args.adversarial_weight else None
+            terms = train_step(net, model, optimizer, criterion, scaler, autocast, ref, dis, target,
+                               lr=learning_rate(args, step, total_steps), clip_grad=args.clip_grad,
+                               anchor=bool(args.anchor_weight), attack=attack)
             step += 1
             n_batches += 1
-            n_pairs += n * world
+            n_pairs += ref.shape[0] * world
             for k, v in terms.items():
                 sums[k] = sums.get(k, 0.0) + float(v)
             _check_diverged(float(terms["total"]), epoch, step, out, amp_dtype)
@@ -543,6 +529,36 @@ def _train(args: argparse.Namespace, rank: int, world: int, device: torch.device
     elif best is not None:
         say(f"best: epoch {best['epoch']}" + (f", val main {best['main']:.4f}" if best["main"] is not None else "")
             + f" → {out / EXPORT}")
+
+
+def train_step(net: nn.Module, model: GSN, optimizer: torch.optim.Optimizer, criterion: GSNTrainingLoss,
+               scaler: torch.amp.GradScaler, autocast: contextlib.AbstractContextManager, ref: torch.Tensor,
+               dis: torch.Tensor, target: torch.Tensor, *, lr: float, clip_grad: float, anchor: bool = False,
+               attack: tuple[float, int] | None = None) -> dict[str, torch.Tensor]:
+    """One optimisation step on a batch (B×3×S×S patches, B targets in [0, 1]); returns the loss terms.
+
+    ``net`` is what the forward calls (``model`` itself, or wrapped by DDP / ``torch.compile``); ``model`` the
+    parameters' owner. ``attack``: (L∞ radius, steps) of the adversarial pairs (``--adversarial-weight``)."""
+    n, pred_adv = ref.shape[0], None
+    if attack is not None:
+        # clean and attacked pairs in one forward (one DDP pass; BatchNorm sees both, as in Madry et al.)
+        adv = perturb(model, ref, dis, attack[0], attack[1], autocast)
+        ref, dis = torch.cat([ref, ref]), torch.cat([dis, adv])
+    with autocast:
+        pred, own = net(ref, dis, anchor=True) if anchor else (net(ref, dis), None)
+    if attack is not None:
+        pred, pred_adv, own = pred[:n], pred[n:].float(), None if own is None else own[:n]
+    loss, terms = criterion(pred.float(), target, None if own is None else own.float(), pred_adv)
+    optimizer.zero_grad(set_to_none=True)
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    scaler.scale(loss).backward()
+    if clip_grad > 0:
+        scaler.unscale_(optimizer)
+        torch.nn.utils.clip_grad_norm_(model.parameters(), clip_grad)
+    scaler.step(optimizer)
+    scaler.update()
+    return terms
 
 
 def _check_diverged(loss: float, epoch: int, step: int, out: Path, amp_dtype: torch.dtype | None) -> None:
