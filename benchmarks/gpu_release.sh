@@ -24,6 +24,7 @@ TINY=${TINY:-0}
 STEP_PROBE=${STEP_PROBE:-10}                # seconds per candidate of the training-step probe (train_step.py)
 SPEEDUPS=${SPEEDUPS:-auto}                  # fit --speedups: auto = the step probe's choice; '' = eager
 PROBE=${PROBE:-20}                          # seconds of the throughput probe (the whole pipeline, chosen speedups)
+COMPILE=${COMPILE:-120}                     # seconds added to that probe when the chosen speedups compile
 CALL=${CALL:-570}                           # seconds the whole call may take (the device tool stops it at 600)
 RESERVE=${RESERVE:-230}                     # seconds kept after training: start-ups, measuring, installing, bench
 TRAIN=${TRAIN:-auto}                        # seconds of training: auto = what CALL leaves after probes and RESERVE
@@ -72,17 +73,20 @@ EOF
         SPEEDUPS=$(cat "$RUN/speedups.txt")
     fi
     echo "speedups: '${SPEEDUPS}'" | tee -a "$OUT/step_probe.md"
-    # 1. throughput probe: the same pipeline, PROBE seconds, thrown away
+    # 1. throughput probe: the same pipeline, PROBE seconds once warm (plus COMPILE if compiling), thrown away
+    probe_limit=$PROBE; [[ $SPEEDUPS == *compile* ]] && probe_limit=$((PROBE + COMPILE))
     python3 -m gsn_metric.train fit "${data_flags[@]}" "${model_flags[@]}" --device "$DEVICE" --workers "$WORKERS" \
         --speedups "$SPEEDUPS" \
-        --batch-size "$BATCH" --anchor-weight "$ANCHOR" --adversarial-weight "$ADVERSARIAL" --epochs 1 --epoch-length 1000000 --time-limit "$PROBE" \
+        --batch-size "$BATCH" --anchor-weight "$ANCHOR" --adversarial-weight "$ADVERSARIAL" --epochs 1 --epoch-length 1000000 --time-limit "$probe_limit" \
         --out "$RUN/probe" \
         2>&1 | tee "$OUT/probe.log"
-    rate=$(python3 -c "import json; print(json.load(open('$RUN/probe/history.json'))[-1]['pairs_per_s'])")
+    # the steady rate (after the first steps: compiling, warming up) and how long it took to reach it
+    read -r rate warm < <(python3 -c "import json; r = json.load(open('$RUN/probe/history.json'))[-1]; \
+s = r.get('steady', {'pairs_per_s': r['pairs_per_s'], 'after_s': 0}); print(s['pairs_per_s'], s['after_s'])")
     # 2. plan TRAIN seconds of it as one cosine epoch (whole batches), train, measure, install into $OUT/weights
     [[ $TRAIN == auto ]] && TRAIN=$(( CALL - ($(date +%s) - START) - RESERVE )) && (( TRAIN < 30 )) && TRAIN=30
-    length=$(python3 -c "print(max(1, int($rate * $TRAIN) // $BATCH) * $BATCH)")
-    echo "probe: $rate pairs/s -> epoch of $length pairs for ${TRAIN}s" | tee -a "$OUT/probe.log"
+    length=$(python3 -c "print(max(1, int($rate * max($TRAIN - $warm, 10)) // $BATCH) * $BATCH)")
+    echo "probe: $rate pairs/s once warm (after ${warm}s) -> epoch of $length pairs for ${TRAIN}s" | tee -a "$OUT/probe.log"
     python3 -m gsn_metric.train release "${data_flags[@]}" "${model_flags[@]}" --device "$DEVICE" \
         --workers "$WORKERS" --batch-size "$BATCH" --lr "$LR" --lr-schedule cosine --warmup-steps 50 \
         --speedups "$SPEEDUPS" \

@@ -70,6 +70,7 @@ CHECKPOINT_FORMAT = "gsn-metric-train-checkpoint-1"
 # The test-size network of tests/conftest.py: the paper's structure at a thousandth of the cost.
 TINY = GSNConfig(stem=4, blocks=((6, 8, 6), (6, 6), (6,)), fusion_channels=4, fusion_size=6)
 # Flags that may change between a run and its resumption without changing what is trained.
+_WARM_STEPS = 5  # steps of an epoch before its steady rate is measured (``history.json``'s "steady")
 _RESUMABLE_CHANGES = {"epochs", "workers", "device", "resume", "max_steps", "val_every", "out", "root", "labels",
                       "pristine", "time_limit", "init", "speedups",
                       "name", "weights_dir", "default", "peers", "must_beat"}  # release's own: not training
@@ -464,6 +465,7 @@ def _train(args: argparse.Namespace, rank: int, world: int, device: torch.device
         net.train()
         sums: dict[str, float] = {}
         n_batches, n_pairs, t0 = 0, 0, time.perf_counter()
+        steady: tuple[float, int] | None = None  # (time, pairs) after the first steps (compiling, warming up)
         # rank 0 only; into a log file (stderr not a terminal) one update a minute rather than constant redraws
         bar = tqdm(loader, desc=f"epoch {epoch + 1}/{args.epochs}", disable=not is_main, leave=False,
                    dynamic_ncols=True, mininterval=0.1 if sys.stderr.isatty() else 60)
@@ -478,6 +480,8 @@ def _train(args: argparse.Namespace, rank: int, world: int, device: torch.device
             step += 1
             n_batches += 1
             n_pairs += ref.shape[0] * world
+            if n_batches == _WARM_STEPS:
+                steady = (time.perf_counter(), n_pairs)
             for k, v in terms.items():
                 sums[k] = sums.get(k, 0.0) + float(v)
             _check_diverged(float(terms["total"]), epoch, step, out, amp_dtype)
@@ -493,6 +497,10 @@ def _train(args: argparse.Namespace, rank: int, world: int, device: torch.device
         record: dict[str, Any] = {"epoch": epoch + 1, "step": step, "seconds": round(seconds, 2),
                                   "pairs_per_s": round(n_pairs / seconds, 2),
                                   "train": {k: v / max(n_batches, 1) for k, v in sums.items()}}
+        if steady is not None and n_batches > 2 * _WARM_STEPS:
+            # the rate once compiled and warm, and when that began: what a time-limited epoch is planned on
+            record["steady"] = {"pairs_per_s": round((n_pairs - steady[1]) / (time.perf_counter() - steady[0]), 2),
+                                "after_s": round(steady[0] - t0, 2)}
         last = epoch + 1 == args.epochs or (args.max_steps is not None and step >= args.max_steps)
         # pairs of this epoch done (per process) if --max-steps ended it early, else 0 (complete)
         partial = resumable.skip + n_batches * local_batch if n_batches < len(loader) else 0
