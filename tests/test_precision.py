@@ -108,6 +108,26 @@ def test_cli_precision_is_recorded_and_a_resume_with_another_is_refused(tmp_path
     assert "precision" in capsys.readouterr().err
 
 
+def test_cli_suggests_a_faster_precision_once_on_a_long_cpu_run(monkeypatch, tmp_path, tiny_weights, capsys):
+    from PIL import Image
+
+    from gsn_metric import cli
+
+    ref, dist = pairs(1, 48)
+    for name, img in (("r.png", ref[0]), ("d.png", dist[0])):
+        Image.fromarray((img.permute(1, 2, 0).numpy() * 255).round().astype("uint8")).save(tmp_path / name)
+    (tmp_path / "pairs.csv").write_text("ref,dist\nr.png,d.png\nr.png,d.png\n")
+    base = ["--pairs", str(tmp_path / "pairs.csv"), "--weights", tiny_weights, "--device", "cpu", "--no-progress"]
+    monkeypatch.setattr(cli, "_LONG_CPU_RUN", 2)
+    assert cli_main(base) == 0
+    assert capsys.readouterr().err.count("--precision") == 1
+    assert cli_main([*base, "--precision", "int8"]) == 0
+    assert "--precision" not in capsys.readouterr().err
+    monkeypatch.setattr(cli, "_LONG_CPU_RUN", 3)
+    assert cli_main(base) == 0
+    assert "--precision" not in capsys.readouterr().err
+
+
 def test_padded_channels_give_the_same_scores(tiny_model):
     net = tiny_model.fold()
     padded = net.pad_channels(4)
