@@ -69,9 +69,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stride", type=int,
                    help="for --patches grid: the largest gap between tiles in pixels (default half a patch)")
     p.add_argument("--precision", choices=PRECISIONS, default="fp32",
-                   help="arithmetic: fp32 (default: the same scores on every machine), bf16 (GPUs and CPUs with "
-                        "native bfloat16) or int8 (CPU): faster, and scores move a little (README, 'Precision'); "
-                        "for ranking many outputs, not for numbers to publish")
+                   help="arithmetic: fp32 (default: the same scores on every machine); bf16 (GPUs and CPUs with "
+                        "native bfloat16): about 2× faster on a CPU, scores move by up to about 0.02, for ranking "
+                        "many outputs; int8 (CPU, experimental): 3.3× faster but it changes rankings (strong "
+                        "blur is scored far too high), see README 'Precision'")
     p.add_argument("--format", choices=("text", "csv", "json"), default="text", help="output format (default text)")
     p.add_argument("--map", metavar="PNG|DIR",
                    help="also draw where GSN sees the damage (reference | distorted | damage map): one pair writes "
@@ -339,13 +340,13 @@ def _suggest_precision(metric: GSNScore, n_pairs: int) -> None:
     from . import sharding
     from .precision import cpu_has_fast_bf16
 
+    # int8 is not suggested: it changes rankings (README, "Precision")
     if metric.precision != "fp32" or metric._param.device.type != "cpu" or n_pairs < _LONG_CPU_RUN \
-            or sharding.rank_and_world()[0] != 0:
+            or sharding.rank_and_world()[0] != 0 or not cpu_has_fast_bf16():
         return
-    faster = "--precision bf16 (about 2× faster here) or int8 (about 3×)" if cpu_has_fast_bf16() else \
-        "--precision int8 (about 3× faster)"
-    print(f"gsn_metric: {n_pairs} pairs in fp32 on the CPU; to rank many outputs, {faster} move scores a little "
-          "(README, 'Precision'); keep fp32 for numbers to publish", file=sys.stderr)
+    print(f"gsn_metric: {n_pairs} pairs in fp32 on the CPU; --precision bf16 is about 2× faster on this CPU and "
+          "moves scores by at most about 0.02 (README, 'Precision'); keep fp32 for numbers to publish",
+          file=sys.stderr)
 
 
 def _score_to_file(args: argparse.Namespace, metric: GSNScore, pairs: Sequence[tuple[Path, Path]],

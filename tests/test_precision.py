@@ -67,7 +67,8 @@ def test_amp_is_a_deprecated_alias_of_bf16(tiny_weights):
 def test_int8_scores_follow_fp32_and_refuse_gradients(tiny_weights):
     ref, dist = pairs(6)
     fp32 = GSNScore(tiny_weights, device="cpu")
-    int8 = GSNScore(tiny_weights, device="cpu", precision="int8")
+    with pytest.warns(UserWarning, match="experimental"):  # it changes rankings: said when it is built
+        int8 = GSNScore(tiny_weights, device="cpu", precision="int8")
     a, b = fp32(ref, dist), int8(ref, dist)
     assert not torch.equal(a, b), "int8 must really be quantised"
     # The quantised branch's features follow float32's at every level. Loose bound: 4-8 random channels make
@@ -108,7 +109,7 @@ def test_cli_precision_is_recorded_and_a_resume_with_another_is_refused(tmp_path
     assert "precision" in capsys.readouterr().err
 
 
-def test_cli_suggests_a_faster_precision_once_on_a_long_cpu_run(monkeypatch, tmp_path, tiny_weights, capsys):
+def test_cli_suggests_bf16_once_on_a_long_cpu_run(monkeypatch, tmp_path, tiny_weights, capsys):
     from PIL import Image
 
     from gsn_metric import cli
@@ -119,11 +120,16 @@ def test_cli_suggests_a_faster_precision_once_on_a_long_cpu_run(monkeypatch, tmp
     (tmp_path / "pairs.csv").write_text("ref,dist\nr.png,d.png\nr.png,d.png\n")
     base = ["--pairs", str(tmp_path / "pairs.csv"), "--weights", tiny_weights, "--device", "cpu", "--no-progress"]
     monkeypatch.setattr(cli, "_LONG_CPU_RUN", 2)
+    monkeypatch.setattr(P, "cpu_has_fast_bf16", lambda: True)
     assert cli_main(base) == 0
     assert capsys.readouterr().err.count("--precision") == 1
     assert cli_main([*base, "--precision", "int8"]) == 0
     assert "--precision" not in capsys.readouterr().err
     monkeypatch.setattr(cli, "_LONG_CPU_RUN", 3)
+    assert cli_main(base) == 0
+    assert "--precision" not in capsys.readouterr().err
+    monkeypatch.setattr(cli, "_LONG_CPU_RUN", 2)
+    monkeypatch.setattr(P, "cpu_has_fast_bf16", lambda: False)  # int8 is never suggested
     assert cli_main(base) == 0
     assert "--precision" not in capsys.readouterr().err
 
