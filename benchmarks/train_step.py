@@ -22,7 +22,6 @@ the fastest passing candidate's ``--speedups`` value there (empty: eager), for `
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import platform
 import signal
@@ -35,7 +34,7 @@ from typing import Any
 import torch
 
 from gsn_metric.model import GSN
-from gsn_metric.train.loop import model_config, train_step
+from gsn_metric.train.loop import model_config, train_step, training_autocast
 from gsn_metric.train.losses import GSNTrainingLoss
 from gsn_metric.train.optim import build_ranger
 from gsn_metric.train.speedups import apply_to_model, parse_speedups, wrap_for_training
@@ -60,11 +59,10 @@ def _setup(args: argparse.Namespace, device: torch.device, speedups: tuple[str, 
     model = GSN(model_config(args)).to(device).to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     apply_to_model(model, speedups)
     optimizer = build_ranger(model.parameters(), lr=1e-4, foreach=True if "foreach" in speedups else None)
-    cuda = device.type == "cuda"
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if cuda and args.amp else contextlib.nullcontext()
+    autocast, dtype = training_autocast(device, args.amp)  # fit's: bf16 where the GPU has it, else fp16
     return {"model": model, "net": wrap_for_training(model, speedups), "optimizer": optimizer,
-            "criterion": GSNTrainingLoss(), "scaler": torch.amp.GradScaler(device.type, enabled=False),
-            "autocast": autocast}
+            "criterion": GSNTrainingLoss(), "autocast": autocast,
+            "scaler": torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)}
 
 
 def _step(parts: dict[str, Any], batch: tuple[torch.Tensor, torch.Tensor, torch.Tensor]) -> float:
@@ -227,7 +225,7 @@ def main(argv: list[str] | None = None) -> int:
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "CPU"
     print(f"# Training step: {'TINY' if args.tiny else f'width {args.width:g}'} network, batch {args.batch_size} "
           f"of {args.patch_size}² pairs, {device} ({where}), torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads, autocast {'bf16' if device.type == 'cuda' and args.amp else 'off'}")
+          f"{torch.get_num_threads()} threads, autocast {training_autocast(device, args.amp)[1] or 'off'}")
     result: dict[str, Any] = {}
     if args.profile:
         rows = profile(args, device, args.profile_speedups)

@@ -336,7 +336,7 @@ _LONG_CPU_RUN = 100
 
 
 def _suggest_precision(metric: GSNScore, n_pairs: int) -> None:
-    """Once, on a long fp32 run on the CPU: say that bf16 / int8 exist and what they cost in agreement."""
+    """Once, on a long fp32 run on a CPU with native bfloat16: say that bf16 exists and how far it moves scores."""
     from . import sharding
     from .precision import cpu_has_fast_bf16
 

@@ -62,7 +62,7 @@ from .outputs import check_writable_dir
 from .speedups import SPEEDUPS, apply_to_model, parse_speedups, wrap_for_training
 from .synthetic import SyntheticKADID
 
-__all__ = ["TINY", "add_arguments", "load_checkpoint", "main", "model_config", "train_step"]
+__all__ = ["TINY", "add_arguments", "load_checkpoint", "main", "model_config", "train_step", "training_autocast"]
 
 CHECKPOINT = "checkpoint.pt"
 EXPORT = "best.safetensors"
@@ -344,7 +344,7 @@ def _is_better(main_score: float | None, best: dict[str, Any] | None) -> bool:
     return best is None or best["main"] is None or math.isnan(best["main"]) or main_score > best["main"]
 
 
-def _autocast(device: torch.device, amp: bool) -> tuple[contextlib.AbstractContextManager, torch.dtype | None]:
+def training_autocast(device: torch.device, amp: bool) -> tuple[contextlib.AbstractContextManager, torch.dtype | None]:
     """The forward pass's autocast context and dtype (None: full precision)."""
     if not amp or device.type != "cuda":
         return contextlib.nullcontext(), None
@@ -401,11 +401,11 @@ def _train(args: argparse.Namespace, rank: int, world: int, device: torch.device
     # channels_last: the fast layout for cuDNN and for oneDNN on the CPU too (full network, batch 8, forward +
     # backward on 2 cores: 0.42–0.46 pairs/s against 0.31–0.34 contiguous).
     model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # (as in _export_copy)
-    speedups = tuple(filter(None, args.speedups.split(",")))
+    speedups = parse_speedups(args.speedups)
     apply_to_model(model, speedups)
     optimizer = build_ranger(model.parameters(), lr=args.lr, weight_decay=args.weight_decay,
                              foreach=True if "foreach" in speedups else None)
-    autocast, amp_dtype = _autocast(device, args.amp)
+    autocast, amp_dtype = training_autocast(device, args.amp)
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
     criterion = GSNTrainingLoss(alpha=args.alpha, beta=args.beta, mse_weight=args.mse_weight,
                                 rank_weight=args.rank_loss, anchor_weight=args.anchor_weight,
