@@ -175,7 +175,11 @@ class GSNScore(nn.Module):
         return x.to(device=p.device, dtype=p.dtype)
 
     def _precision(self) -> contextlib.AbstractContextManager:
-        return precision_context(self.precision, self._param.device)
+        # Checked at every call, not only in __init__: `.to(device)` may since have moved the module to a device
+        # that cannot run its precision (int8 on CUDA, bf16 on a CPU without native bfloat16).
+        device = self._param.device
+        check_precision(self.precision, device)
+        return precision_context(self.precision, device)
 
     def _patch_scores(self, ref: torch.Tensor, dist: torch.Tensor, fn: Any = None) -> torch.Tensor:
         """Scores of M pairs of patches (M×3×h×w each), ``batch_size`` patches per forward pass; ``fn(net, r, d)``

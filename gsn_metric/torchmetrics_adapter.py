@@ -16,6 +16,7 @@ from torchmetrics import Metric
 
 from .metric import GSNScore
 from .patches import PatchMode
+from .precision import Precision
 
 __all__ = ["GSNMetric"]
 
@@ -24,8 +25,10 @@ class GSNMetric(Metric):
     """GSN scores of (preds, target) pairs, accumulated over batches; higher = better.
 
     Args:
-        weights, patches, batch_size, input_range, stride: as :class:`~gsn_metric.GSNScore` (``input_range``
-            default [0, 1]; torchmetrics' LPIPS calls this ``normalize``).
+        weights, patches, batch_size, input_range, stride, precision: as :class:`~gsn_metric.GSNScore`
+            (``input_range`` default [0, 1]; torchmetrics' LPIPS calls this ``normalize``). ``precision`` is
+            checked against the device the metric runs on at each ``update``: the metric is built on the CPU
+            and moved later, as torchmetrics' metrics are.
         reduction: ``"mean"`` (default: the mean score of all pairs updated), ``"sum"``, or ``"none"``: every
             pair's score, in update order (in DDP, each process's in turn), a 1-D tensor.
         kwargs: torchmetrics' own (``sync_on_compute``, ``dist_sync_on_step``, ...).
@@ -44,13 +47,17 @@ class GSNMetric(Metric):
 
     def __init__(self, weights: str | os.PathLike | None = None, patches: PatchMode = "five", batch_size: int = 32,
                  input_range: tuple[float, float] = (0.0, 1.0), stride: int | None = None,
-                 reduction: Literal["mean", "sum", "none"] = "mean", **kwargs: Any) -> None:
+                 reduction: Literal["mean", "sum", "none"] = "mean", precision: Precision = "fp32",
+                 **kwargs: Any) -> None:
         super().__init__(**kwargs)
         if reduction not in ("mean", "sum", "none"):
             raise ValueError(f"reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
         self.reduction = reduction
+        # bf16 is only autocast around an unchanged network, so it is built as fp32 here and checked where it runs
+        # (GSNScore checks at every call): a CPU without native bfloat16 must not refuse a metric bound for a GPU.
         self.gsn = GSNScore(weights, device="cpu", patches=patches, batch_size=batch_size, input_range=input_range,
-                            reduction="none", stride=stride)
+                            reduction="none", stride=stride, precision="fp32" if precision == "bf16" else precision)
+        self.gsn.precision = precision
         if reduction == "none":
             self.add_state("scores", default=[], dist_reduce_fx="cat")
         else:

@@ -43,6 +43,15 @@ def test_bf16_refused_on_a_cpu_without_native_bfloat16(monkeypatch, tiny_weights
         GSNScore(tiny_weights, device="cpu", precision="bf16")
 
 
+def test_precision_is_checked_again_where_the_module_runs(monkeypatch, tiny_weights):
+    # built where bf16 is fast, then run where it is not (as after .to(device)): refused, not slowly emulated
+    monkeypatch.setattr(P, "cpu_has_fast_bf16", lambda: True)
+    metric = GSNScore(tiny_weights, device="cpu", precision="bf16")
+    monkeypatch.setattr(P, "cpu_has_fast_bf16", lambda: False)
+    with pytest.raises(ValueError, match="native bfloat16"):
+        metric(*pairs(1))
+
+
 def test_precision_names_and_devices_are_checked(tiny_weights):
     with pytest.raises(ValueError, match="precision must be one of"):
         GSNScore(tiny_weights, device="cpu", precision="fp16")  # type: ignore[arg-type]

@@ -34,6 +34,22 @@ def test_equal_to_gsnscore_over_several_updates(tiny_weights):
         gsn_metric.GSNMetric(tiny_weights, reduction="max")
 
 
+def test_precision_is_passed_on_and_checked_where_the_metric_runs(monkeypatch, tiny_weights):
+    from gsn_metric import precision as P
+
+    ref, dist = _pairs(2)
+    monkeypatch.setattr(P, "cpu_has_fast_bf16", lambda: False)
+    metric = gsn_metric.GSNMetric(tiny_weights, precision="bf16")  # built on such a CPU, as if bound for a GPU
+    with pytest.raises(ValueError, match="native bfloat16"):
+        metric.update(dist, ref)  # but not run on it
+    monkeypatch.setattr(P, "cpu_has_fast_bf16", lambda: True)
+    metric.update(dist, ref)
+    expected = gsn_metric.GSNScore(tiny_weights, device="cpu", precision="bf16")(ref, dist).mean()
+    torch.testing.assert_close(metric.compute(), expected, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="precision must be one of"):
+        gsn_metric.GSNMetric(tiny_weights, precision="fp16")  # type: ignore[arg-type]
+
+
 def test_in_a_metric_collection_and_differentiable(tiny_weights):
     from torchmetrics.image import PeakSignalNoiseRatio
 
