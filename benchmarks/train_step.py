@@ -92,7 +92,8 @@ def probe(args: argparse.Namespace, device: torch.device) -> tuple[list[list[str
     previous = signal.signal(signal.SIGALRM, _out_of_time)
     for text in args.candidates:
         name = text or "eager"
-        signal.alarm(int(args.candidate_limit))  # a compile that hangs costs this, not the lease
+        # a compile that hangs costs this, not the lease (setitimer: fractions of a second too, unlike alarm)
+        signal.setitimer(signal.ITIMER_REAL, args.candidate_limit)
         try:
             speedups = parse_speedups(text)
             parts = _setup(args, device, speedups)
@@ -126,7 +127,7 @@ def probe(args: argparse.Namespace, device: torch.device) -> tuple[list[list[str
         except Exception as err:  # noqa: BLE001 -- a failing candidate costs its row, never the lease
             rows.append([name, "–", "–", "–", "–", f"failed: {type(err).__name__}: {str(err)[:160]}"])
         finally:
-            signal.alarm(0)
+            signal.setitimer(signal.ITIMER_REAL, 0)
             if device.type == "cuda":
                 torch.cuda.empty_cache()
     signal.signal(signal.SIGALRM, previous)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -143,3 +144,17 @@ def test_train_step_profiles_probes_and_chooses(tmp_path, capsys):
     assert "pass" in rows["eager"] and "pass" in rows["fold-cdc"]  # eager is always probed, first
     assert "failed: ArgumentTypeError" in rows["no-such-speedup"]  # a bad candidate is a row, not a crash
     assert chosen.read_text() in ("", "fold-cdc")
+
+
+def test_train_step_probe_stops_a_candidate_at_its_time_limit(tmp_path, capsys):
+    # every candidate (eager too) runs past the limit: each is a failed row, and the choice falls back to eager
+    train_step = load_script("train_step")
+    chosen = tmp_path / "speedups.txt"
+    start = time.perf_counter()
+    assert train_step.main(["--device", "cpu", "--tiny", "--patch-size", "32", "--batch-size", "4", "--seconds",
+                            "30", "--warmup", "1", "--candidate-limit", "0.5", "--candidates", "fold-cdc",
+                            "--choose", str(chosen)]) == 0
+    assert time.perf_counter() - start < 20  # two candidates stopped at 0.5 s each, not run for 30 s
+    rows = {line.split("|")[1].strip(): line for line in capsys.readouterr().out.splitlines() if line.startswith("| ")}
+    assert "failed: TimeoutError" in rows["eager"] and "failed: TimeoutError" in rows["fold-cdc"]
+    assert chosen.read_text() == ""
