@@ -78,8 +78,9 @@ def check_precision(precision: str, device: torch.device, *, differentiable: boo
 @contextlib.contextmanager
 def precision_context(precision: str, device: torch.device) -> Iterator[None]:
     """Around the network's forward passes: bf16 autocast, or float32 without TF32 on CUDA (see the module
-    docstring); int8 networks carry their own arithmetic."""
-    if precision == "bf16":
+    docstring). int8 networks carry their own arithmetic in their quantised layers; their float layers (the deeper
+    blocks, the head) run in bf16 where the CPU has it natively (measured 1.4× faster, ``quantize.py``)."""
+    if precision == "bf16" or (precision == "int8" and device.type == "cpu" and cpu_has_fast_bf16()):
         with torch.autocast(device.type, dtype=torch.bfloat16):
             yield
     elif precision == "fp32" and device.type == "cuda":

@@ -18,6 +18,7 @@ import copy
 import io
 import math
 import warnings
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -79,11 +80,27 @@ def calibration_pairs(size: int, count: int = CALIBRATION_PAIRS) -> tuple[torch.
     return torch.stack(refs), torch.stack(dists)
 
 
-def quantize_int8(net: GSN, patch_size: int, batch_size: int = 8) -> GSN:
+def default_float_modules(net: GSN) -> tuple[str, ...]:
+    """The branch's modules :func:`quantize_int8` keeps in float by default: every block after the first.
+
+    Only the stem and the first block are int8 (for 192² patches, about 70 % of the branch's work, at full
+    resolution): quantising the deeper blocks too costs most of the accuracy (over 27 hard held-out pairs,
+    mean |Δscore| vs float32 0.13 with every block in int8, 0.017 with these two in float; no single layer of
+    them is to blame, each adds its share: ``benchmarks/int8_layers.py``)."""
+    return tuple(f"blocks.{i}" for i in range(1, len(net.branch.blocks)))
+
+
+def quantize_int8(net: GSN, patch_size: int, batch_size: int = 8, *, float_modules: Sequence[str] | None = None,
+                  calibration: int = CALIBRATION_PAIRS, minmax: bool = False) -> GSN:
     """An int8 copy of a folded, eval-mode ``net`` (:meth:`GSN.fold`): its branch quantised and calibrated
-    on :func:`calibration_pairs` of ``patch_size``; CPU only, inference only."""
+    on ``calibration`` :func:`calibration_pairs` of ``patch_size``; CPU only, inference only.
+
+    ``float_modules``: names in ``net.branch`` left in float (default :func:`default_float_modules`; ``()``
+    quantises the whole branch); ``minmax``: min–max activation ranges instead of histogram (MSE-fit) ones.
+    Both are for ``benchmarks/int8_layers.py``, which measured the defaults."""
     from torch.ao.quantization import (
         HistogramObserver,
+        MinMaxObserver,
         QConfig,
         QConfigMapping,
         default_per_channel_weight_observer,
@@ -93,13 +110,20 @@ def quantize_int8(net: GSN, patch_size: int, batch_size: int = 8) -> GSN:
 
     torch.backends.quantized.engine = "x86"
     net = copy.deepcopy(net).cpu().eval()
-    ref, dist = calibration_pairs(patch_size)
+    ref, dist = calibration_pairs(patch_size, calibration)
     # The full 8-bit activation range where the CPU has VNNI (no 16-bit overflow of u8×s8 products): measured
     # 3× less score deviation than the 7-bit ``reduce_range`` of the x86 default; histogram ranges (MSE-fit)
-    # deviate 3× less than min–max ones.
-    activation = HistogramObserver.with_args(reduce_range=not cpu_has("avx512_vnni", "avx_vnni", "amx_int8"))
+    # deviate less than min–max ones.
+    observer = MinMaxObserver if minmax else HistogramObserver
+    activation = observer.with_args(reduce_range=not cpu_has("avx512_vnni", "avx_vnni", "amx_int8"))
     mapping = QConfigMapping().set_global(QConfig(activation=activation, weight=default_per_channel_weight_observer))
     mapping = mapping.set_object_type(SpatialAttention, None)
+    modules = dict(net.branch.named_modules())
+    for name in default_float_modules(net) if float_modules is None else float_modules:
+        if name not in modules:  # FX would ignore it silently, and quantise what was meant to stay float
+            raise ValueError(f"float_modules: the branch has no module {name!r}; it has e.g. "
+                             f"{[n for n in modules if n.count('.') < 2 and n][:8]}")
+        mapping = mapping.set_module_name(name, None)
     custom = PrepareCustomConfig().set_non_traceable_module_classes([SpatialAttention])
     with warnings.catch_warnings():  # FX quantisation's own deprecation notices are not the user's business
         warnings.simplefilter("ignore")

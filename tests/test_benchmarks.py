@@ -158,3 +158,16 @@ def test_train_step_probe_stops_a_candidate_at_its_time_limit(tmp_path, capsys):
     rows = {line.split("|")[1].strip(): line for line in capsys.readouterr().out.splitlines() if line.startswith("| ")}
     assert "failed: TimeoutError" in rows["eager"] and "failed: TimeoutError" in rows["fold-cdc"]
     assert chosen.read_text() == ""
+
+
+def test_int8_layers_compares_choices_of_float_layers(tmp_path, tiny_weights, capsys):
+    make_kadid_like(tmp_path, n_refs=2, size=64)
+    int8_layers = load_script("int8_layers")
+    out_json = tmp_path / "rows.json"
+    assert int8_layers.main(["--root", str(tmp_path), "--reference", "I01", "--min-level", "3", "--weights",
+                             tiny_weights, "--float", "", "--float", "blocks.1", "--json", str(out_json)]) == 0
+    rows = json.loads(out_json.read_text())
+    assert [r["float"] for r in rows] == [[], ["blocks.1"]]
+    assert rows[0]["int8_share"] == 1 and 0 < rows[1]["int8_share"] < 1
+    assert all(r["mean"] > 0 for r in rows)  # really quantised
+    assert "| nothing (all int8) | 100% |" in capsys.readouterr().out

@@ -94,6 +94,26 @@ def test_int8_scores_follow_fp32_and_refuse_gradients(tiny_weights):
         int8(ref, dist.clone().requires_grad_())
 
 
+def test_int8_quantises_the_stem_and_first_block_by_default_and_checks_module_names(tiny_model):
+    from gsn_metric.quantize import quantize_int8
+
+    net = tiny_model.fold()
+
+    def quantised_convs(q) -> dict[str, bool]:
+        """The branch's conv(+ReLU) units, stem.0 and blocks.i.j.0 (not the attention's): int8 or not."""
+        return {n: ".quantized." in type(m).__module__ for n, m in q.branch.named_modules()
+                if n == "stem.0" or (n.startswith("blocks.") and n.count(".") == 3 and n.endswith(".0"))}
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        default, everything = quantize_int8(net, 32), quantize_int8(net, 32, float_modules=())
+    convs = quantised_convs(default)
+    assert convs and all(v == n.startswith(("stem", "blocks.0.")) for n, v in convs.items()), convs
+    assert all(quantised_convs(everything).values())
+    with pytest.raises(ValueError, match="no module 'blocks.9'"):
+        quantize_int8(net, 32, float_modules=("blocks.9",))
+
+
 def test_calibration_pairs_are_fixed_images_in_range():
     r1, d1 = calibration_pairs(32, 5)
     r2, d2 = calibration_pairs(32, 5)
