@@ -31,8 +31,8 @@ from gsn_metric.quantize import quantize_int8
 from gsn_metric.train.datasets import load_dataset
 from gsn_metric.weights import load_model
 
-DEFAULT_CHOICES = ["", "stem", "blocks.0", "blocks.1", "blocks.2", "stem,blocks.0", "blocks.1,blocks.2",
-                   "blocks.2,blocks.1.3", "blocks.2,blocks.1.2,blocks.1.3", "blocks.2,blocks.1.0,blocks.1.1"]
+DEFAULT_CHOICES = ["", "stem", "blocks.0", "blocks.1", "blocks.2", "blocks.1,blocks.2",
+                   "blocks.2,blocks.1.0,blocks.1.1", "blocks.2,blocks.1.2,blocks.1.3"]
 
 
 def hard_pairs(root: str, reference: str, min_level: int,
