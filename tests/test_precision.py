@@ -197,6 +197,19 @@ def test_onnx_export_matches_torch(tmp_path, tiny_weights):
     assert cli_main(["export-onnx", str(tmp_path / "bad.txt"), "--weights", tiny_weights]) == 1
 
 
+def test_onnx_int8_quantises_the_layers_torch_int8_does(tmp_path, tiny_weights):
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxscript")
+    import onnx
+
+    from gsn_metric.onnx_export import export_onnx
+
+    path = export_onnx(tmp_path / "tiny8.onnx", tiny_weights, int8=True)
+    quantised = {i.name.removesuffix(".weight_quantized") for i in onnx.load(str(path)).graph.initializer
+                 if i.name.endswith(".weight_quantized")}
+    assert quantised and all(n.startswith(("branch.stem.", "branch.blocks.0.")) for n in quantised), quantised
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_fp32_on_cuda_is_immune_to_tf32(tiny_weights):
