@@ -71,8 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--precision", choices=PRECISIONS, default="fp32",
                    help="arithmetic: fp32 (default: the same scores on every machine); bf16 (GPUs and CPUs with "
                         "native bfloat16): about 2× faster on a CPU, scores move by up to about 0.02, for ranking "
-                        "many outputs; int8 (CPU, experimental): 3.3× faster but it changes rankings (strong "
-                        "blur is scored far too high), see README 'Precision'")
+                        "many outputs; int8 (CPU, experimental): about 2.9× faster, scores move by up to "
+                        "about 0.5, see README 'Precision'")
     p.add_argument("--format", choices=("text", "csv", "json"), default="text", help="output format (default text)")
     p.add_argument("--map", metavar="PNG|DIR",
                    help="also draw where GSN sees the damage (reference | distorted | damage map): one pair writes "
