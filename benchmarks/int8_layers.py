@@ -5,12 +5,13 @@
 
 On the hard pairs of one reference of a synthesized validation set (``python -m gsn_metric.train synthesize
 ... --split val``): its pairs of every distortion type at level ``--min-level`` (default 5) and above, plus
-Gaussian blur from level 3 (27 pairs for KADID's 25 types and 5 levels), five patches each, the released default weights (or ``--weights``). Each
-``--float`` is a comma-separated list of module names in the branch left in float (``""``: all int8; the
-library's default is ``blocks.1,blocks.2``); every choice is quantised as ``gsn_metric.quantize.quantize_int8``
-does it (the same calibration pairs) and its pair scores (the mean of the patch scores) are compared with
-float32's: mean and largest |Δscore|, and the score of the strongest blur (where int8 went most wrong). The float parts run in float32 here
-(no autocast), so the table isolates the quantisation. ``--json`` keeps each row as soon as it is done.
+Gaussian blur from level 3 (27 pairs for KADID's 25 types and 5 levels), five patches each, the released
+default weights (or ``--weights``). Each ``--float`` is a comma-separated list of module names in the branch
+left in float (``""``: all int8; the library's default is ``blocks.1,blocks.2``); every choice is quantised as
+``gsn_metric.quantize.quantize_int8`` does it (the same calibration pairs) and its pair scores (the mean of the
+patch scores) are compared with float32's: mean and largest |Δscore|, and the score of the strongest blur
+(where int8 went most wrong). The float parts run in float32 here (no autocast), so the table isolates the
+quantisation. ``--json`` keeps each row as soon as it is done.
 """
 
 from __future__ import annotations
@@ -39,13 +40,17 @@ def hard_pairs(root: str, reference: str, min_level: int,
                patch_size: int) -> list[tuple[str, int, torch.Tensor, torch.Tensor]]:
     """(type, level, reference patches, distorted patches) of ``reference``'s pairs at ``min_level`` and above,
     and of its Gaussian blur from level 3."""
-    out = []
+    def cut(path: str) -> torch.Tensor:
+        return extract_patches(load_image(path)[None], "five", patch_size)[0]
+
+    out, refs = [], {}  # one reference serves every pair: decoded and cut once
     for p in load_dataset("kadid10k", root).pairs:
         ref_name, kind, level = Path(p.dist).stem.split("_")  # e.g. I02_01_05: reference, type, level
         blur = kind == "01"  # KADID's type 1, Gaussian blur
         if ref_name == reference and int(level) >= (min(3, min_level) if blur else min_level):
-            out.append(("blur" if blur else p.dis_type, int(level), extract_patches(load_image(p.ref)[None], "five", patch_size)[0],
-                        extract_patches(load_image(p.dist)[None], "five", patch_size)[0]))
+            if p.ref not in refs:
+                refs[p.ref] = cut(p.ref)
+            out.append(("blur" if blur else p.dis_type, int(level), refs[p.ref], cut(p.dist)))
     if not any(kind == "blur" for kind, *_ in out):
         raise SystemExit(f"no Gaussian blur pairs of reference {reference!r} under {root}: pass --reference (and "
                          "--min-level) that it has")
@@ -83,11 +88,12 @@ def main(argv: list[str] | None = None) -> int:
              if name.startswith(type(net.branch).__name__)}
     start = time.perf_counter()
     base = scores(net)
-    print(f"{len(pairs)} pairs of {args.reference} under {args.root}; {platform.processor() or platform.machine()}, "
-          f"torch {torch.__version__}, {torch.get_num_threads()} threads; float32 in {time.perf_counter() - start:.0f} s, "
-          f"blur level {pairs[blur][1]} {base[blur]:.3f}\n", flush=True)
-    print(f"| left in float | int8 share of the branch's FLOP | mean \\|Δscore\\| | largest \\|Δscore\\| | blur level "
-          f"{pairs[blur][1]} |\n|---|---|---|---|---|", flush=True)
+    cpu = platform.processor() or platform.machine()
+    print(f"{len(pairs)} pairs of {args.reference} under {args.root}; {cpu}, torch {torch.__version__}, "
+          f"{torch.get_num_threads()} threads; float32 in {time.perf_counter() - start:.0f} s, blur level "
+          f"{pairs[blur][1]} {base[blur]:.3f}\n", flush=True)
+    print("| left in float | int8 share of the branch's FLOP | mean \\|Δscore\\| | largest \\|Δscore\\| | "
+          f"blur level {pairs[blur][1]} |\n|---|---|---|---|---|", flush=True)
     rows = []
     for choice in args.choices or DEFAULT_CHOICES:
         names = [n for n in choice.split(",") if n]

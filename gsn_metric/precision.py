@@ -9,7 +9,7 @@
   oneDNN emulates it, slower than float32, so it is refused there rather than silently slow.
 * ``"int8"``: post-training static quantisation of the folded network's branch (``quantize.py``): CPU only,
   no gradients, experimental: the stem and first block in int8, the rest float (bf16 where the CPU has it);
-  about 2.9× fp32 on a 2-core Zen 4, and on 375 held-out synthetic KADID pairs SRCC 0.8759 against fp32's
+  about 3× fp32 on a 2-core Zen 4, and on 375 held-out synthetic KADID pairs SRCC 0.8759 against fp32's
   0.8794 (scores moved by up to 0.52).
 
 How far each one moves scores, and how fast it is, is measured in ``benchmarks/speed.py`` and the README.
