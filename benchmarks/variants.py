@@ -9,7 +9,9 @@ reference reuse) with the released default weights (or ``--weights``); per varia
 and PLCC against the labels (``gsn_metric.train.evaluate``'s), ms per pair (scoring only: images are decoded
 beforehand, the same for all), and against the FIRST variant: largest and mean |Δscore| and Spearman between
 the two score lists. ``--json`` keeps every variant's scores as soon as it finishes, and a rerun with the same
-file skips variants already in it (a long CPU run can be cut and continued). Needs the ``train`` extra (scipy).
+file skips variants already in it (a long CPU run can be cut and continued). ``--no-cpu-bf16`` runs every
+variant as on a CPU without native bfloat16 (int8's float layers in fp32, bf16 refused); its variants are
+labelled so in the table and the JSON. Needs the ``train`` extra (scipy).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import numpy as np
 import torch
 from scipy.stats import spearmanr
 
+import gsn_metric.precision
 from gsn_metric import GSNScore
 from gsn_metric.images import load_image
 from gsn_metric.train.datasets import load_dataset
@@ -72,9 +75,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--variant", action="append", help=f"a variant (repeatable; default {DEFAULT_VARIANTS})")
     ap.add_argument("--limit", type=int, help="only the first N pairs")
     ap.add_argument("--json", type=Path, help="keep each variant's scores here; a rerun skips those already in it")
+    ap.add_argument("--no-cpu-bf16", action="store_true",
+                    help="as on a CPU without native bfloat16: int8's float layers run in fp32, bf16 is refused")
     args = ap.parse_args(argv)
-    specs = args.variant or DEFAULT_VARIANTS
-    parsed = [parse_variant(s) for s in specs]
+    parsed = [parse_variant(s) for s in args.variant or DEFAULT_VARIANTS]
+    specs = [s + " (no CPU bf16)" * args.no_cpu_bf16 for s in args.variant or DEFAULT_VARIANTS]
+    if args.no_cpu_bf16:
+        gsn_metric.precision.cpu_has_fast_bf16 = lambda: False  # what precision_context and check_precision ask
     done: dict[str, Any] = {}
     if args.json:
         if args.json.exists():

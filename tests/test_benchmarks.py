@@ -171,3 +171,30 @@ def test_int8_layers_compares_choices_of_float_layers(tmp_path, tiny_weights, ca
     assert rows[0]["int8_share"] == 1 and 0 < rows[1]["int8_share"] < 1
     assert all(r["mean"] > 0 for r in rows)  # really quantised
     assert "| nothing (all int8) | 100% |" in capsys.readouterr().out
+
+
+def test_variants_compares_against_the_first_and_resumes_from_its_json(tmp_path, tiny_weights, capsys,
+                                                                         monkeypatch):
+    import gsn_metric.precision
+
+    make_kadid_like(tmp_path, n_refs=2, size=64)
+    variants = load_script("variants")
+    out_json = tmp_path / "v.json"
+    common = ["--root", str(tmp_path), "--weights", tiny_weights, "--json", str(out_json)]
+    assert variants.main([*common, "--variant", "default", "--variant", "flip"]) == 0
+    done = json.loads(out_json.read_text())
+    assert set(done) == {"default", "flip"} and len(done["default"]["scores"]) == 12
+    assert done["default"]["scores"] != done["flip"]["scores"]
+    out = capsys.readouterr().out
+    assert "| default | 12 |" in out and "| 0.0000 | 0.0000 | 1.000000 |" in out  # the first against itself
+    # A rerun scores only what the file lacks; --no-cpu-bf16 labels its variants apart and refuses bf16.
+    monkeypatch.setattr(variants, "score_all", None)  # nothing left to score: a rerun only prints the tables
+    assert variants.main([*common, "--variant", "default", "--variant", "flip"]) == 0
+    assert "| flip | 12 |" in capsys.readouterr().out
+    monkeypatch.undo()
+    # the flag replaces precision.cpu_has_fast_bf16 for the process: restored after the test
+    monkeypatch.setattr(gsn_metric.precision, "cpu_has_fast_bf16", gsn_metric.precision.cpu_has_fast_bf16)
+    assert variants.main([*common, "--variant", "default", "--no-cpu-bf16"]) == 0
+    assert set(json.loads(out_json.read_text())) == set(done) | {"default (no CPU bf16)"}
+    with pytest.raises(ValueError, match="bf16"):
+        variants.main([*common, "--variant", "precision=bf16", "--no-cpu-bf16"])
