@@ -16,8 +16,8 @@ scores itself ``own``) and the loss's own value. A contact sheet of the final im
 distorted crops as better as it can; the table gives each value before and after, the reference's own
 value, and whether the attacked image passes it.
 
-Losses: GSN ``form="score"`` (gsn-metric 0.1's ``hi − score``), the anchored default, and the anchored form with
-``score_weight=0.1``; MS-SSIM (pytorch-msssim), GMSD (plain torch), ST-LPIPS alex and vgg (``stlpips-pytorch``,
+Losses: GSN ``form="score"`` (gsn-metric 0.1's ``hi − score``), the anchored default (the stem's feature distance
+alone), and the anchored form with ``score_weight=0.01`` (gsn-metric 0.2's default); MS-SSIM (pytorch-msssim), GMSD (plain torch), ST-LPIPS alex and vgg (``stlpips-pytorch``,
 needs torchvision: run this script in benchmarks/README.md's peers environment to have them). A missing peer
 is reported and left out.
 """
@@ -76,7 +76,7 @@ def losses(device: torch.device, weights: str | None = None) -> tuple[dict[str, 
     missing: dict[str, str] = {}
     for name, kwargs in [("GSN score (form='score', 0.1)", {"form": "score"}),
                          ("GSN anchored (default)", {}),
-                         ("GSN anchored, score_weight=0.1", {"score_weight": 0.1})]:
+                         ("GSN anchored, score_weight=0.01 (0.2)", {"score_weight": 0.01})]:
         out[name] = gsn_metric.GSNLoss(weights, device=device, reduction="none", **kwargs)
     try:
         import pytorch_msssim  # noqa: F401

@@ -6,25 +6,28 @@ pixels drives the score past the top of its scale (30 and more on a 1–5 scale)
 (``benchmarks/as_loss.py`` measures it). The default ``form="anchored"`` is 0 exactly at ``input == target`` and
 positive elsewhere, by construction:
 
-``loss = D(ref, x)  +  score_weight · |s(ref, ref) − s(ref, x)| / (hi − lo)``
+``loss = D(ref, x)  +  score_weight · |s(ref, ref) − s(ref, x)| / (hi − lo)``,   ``score_weight`` 0 by default
 
 * ``D`` is the relative squared error of GSN's own full-resolution features, the Siamese branch's stem (64
   channels of ReLU(3×3 conv), as trained): ``‖f(ref) − f(x)‖² / ‖f(ref)‖²`` per patch. It is 0 where the
   features agree; in the benchmark its gradient led back towards the reference from a blurred, a JPEG, a
   noisy and a uniform-noise start (``benchmarks/README.md``, "as_loss.py").
-* the **anchored score** term asks for the reference's own score, not for more: an image GSN rates above the
-  reference is pushed back down, so the score cannot run off its scale. Its default weight is small (0.01)
-  because its gradient is the adversarial direction the old loss followed: at weight 1 it undid the recovery
-  from a blurred start, at 0.01 it did not (measured, not assumed: ``benchmarks/README.md``, "as_loss.py").
+* the optional **anchored score** term asks for the reference's own score, not for more. Its gradient is the
+  adversarial direction the old loss followed: at weight 1 it undid the recovery from a blurred start, and
+  even at 0.01 (gsn-metric 0.2's default, 0 since 0.3) it kept Adam circling the reference near 41 dB, with the score
+  pushed up to 5.03 against the reference's own 4.40, where ``D`` alone went on to 59 dB at the reference's
+  own score (measured, not assumed: ``benchmarks/README.md``, "as_loss.py"). A cap that only penalised scores
+  above the reference's own (weight 0.1) held the score down but by the same adversarial direction, at
+  34 dB. So the default is ``D`` alone: no part of GSN's *score* is optimised, and the score stays an
+  independent judge of images trained with the loss.
 
 Deeper levels of the branch were tried as feature distances too (LPIPS-style unit-normalised and relative
 squared error, equal weights) and were fooled like the score: their gradients raised the score and lowered
-PSNR from a blurred start. Both terms share one branch pass per side, so the anchored form costs about what the
-old one did (one more fusion head for ``s(ref, ref)``).
+PSNR from a blurred start. With ``score_weight=0`` only the stem runs (a small fraction of a branch pass); with
+a score term both terms share one branch pass per side plus a fusion head for ``s(ref, ref)``.
 
-As a metric the loss is no substitute for the score: on 125 held-out synthetic KADID pairs it ranks them at SRCC
-0.699 against people's ratings where the score reaches 0.907 (``benchmarks/README.md``, "The loss as a
-metric"). Judge images with :class:`GSNScore`; train them with this.
+As a metric the loss is no substitute for the score (``benchmarks/README.md``, "The loss as a metric"). Judge
+images with :class:`GSNScore`; train them with this.
 """
 
 from __future__ import annotations
@@ -62,8 +65,9 @@ class GSNLoss(nn.Module):
             ``"score"``: the plain ``(hi − s(ref, x)) / (hi − lo)`` of gsn-metric 0.1, kept for comparison;
             **it is fooled** when optimised on its own: its minimum is not the reference, and it drives the
             score far above the reference's own (``benchmarks/README.md``, "as_loss.py").
-        score_weight: weight of the anchored score term in the anchored form (≥ 0; 0 leaves the feature
-            distance alone). Larger weights follow GSN's judgement more and its adversarial gradient too.
+        score_weight: weight of the anchored score term in the anchored form (≥ 0; the default 0 is the
+            feature distance alone, and runs only the stem). Weights above 0 follow GSN's judgement and its
+            adversarial gradient with it (``benchmarks/README.md``, "as_loss.py").
         Others: as :class:`~gsn_metric.GSNScore` (``precision``: ``"fp32"`` or ``"bf16"``; ``"int8"`` has no
         gradients and is refused); ``reduction`` defaults to ``"mean"``; ``[lo, hi]`` is the
         weights' score range (``info.score_range``).
@@ -88,7 +92,7 @@ class GSNLoss(nn.Module):
         precision: Precision = "fp32",
         amp: bool = False,
         form: LossForm = "anchored",
-        score_weight: float = 0.01,
+        score_weight: float = 0.0,
     ) -> None:
         super().__init__()
         if form not in LOSS_FORMS:
@@ -96,7 +100,7 @@ class GSNLoss(nn.Module):
         if isinstance(score_weight, bool) or not isinstance(score_weight, (int, float)) or \
                 not 0 <= score_weight < float("inf"):
             raise ValueError(f"score_weight must be a finite number ≥ 0, got {score_weight!r}")
-        if form == "score" and score_weight != 0.01:
+        if form == "score" and score_weight != 0:
             raise ValueError("score_weight only applies to form='anchored' (form='score' is the score alone)")
         _reduce(torch.zeros(1), reduction)
         precision = _precision_alias(precision, amp)
@@ -118,6 +122,9 @@ class GSNLoss(nn.Module):
     def _patch_losses(self, net: GSN, ref: torch.Tensor, dist: torch.Tensor) -> torch.Tensor:
         """Losses of P pairs of patches (P×3×h×w each), one branch pass for both sides."""
         lo, hi = self.info.score_range
+        if self.form == "anchored" and self.score_weight == 0:
+            stem = net.branch.stem(torch.cat([ref, dist]))
+            return feature_distance(stem[: ref.shape[0]], stem[ref.shape[0]:])
         feats = net.branch.features(torch.cat([ref, dist]))
         k = ref.shape[0]
         fr, fd = [f[:k] for f in feats], [f[k:] for f in feats]

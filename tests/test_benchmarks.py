@@ -80,7 +80,7 @@ def test_as_loss_recovery_and_attack_on_a_tiny_network(tmp_path, tiny_weights, c
     # 4 starts × 3 GSN loss forms × steps {0, 2}; 3 distorted crops × (the score + 2 anchored forms)
     assert len(recovery) == 4 * 3 * 2 and len(attack) == 3 * 3
     assert {r["loss"] for r in recovery} == {"GSN score (form='score', 0.1)", "GSN anchored (default)",
-                                             "GSN anchored, score_weight=0.1"}
+                                             "GSN anchored, score_weight=0.01 (0.2)"}
     # the anchored loss is ≥ 0 with 0 at the reference: no attack can take it past the reference's own value
     assert all(not r["passes_own"] for r in attack if "anchored" in r["metric"])
     assert all(r["own"] == 0 for r in attack if "anchored" in r["metric"])

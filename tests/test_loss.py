@@ -97,6 +97,12 @@ def test_anchored_loss_is_its_two_terms(tiny_weights):
     lo, hi = metric.info.score_range
     expected = feature_distance(stem(ref), stem(dist)) + 0.5 * (metric(ref, ref) - metric(ref, dist)).abs() / (hi - lo)
     torch.testing.assert_close(loss, expected)
+    # The default (score_weight 0) is the feature distance alone, and runs only the stem: no head, no deeper block.
+    default = gsn_metric.GSNLoss(tiny_weights, device="cpu", reduction="none")
+    assert default.score_weight == 0
+    for module in (default.metric.net.fusion, *default.metric.net.branch.blocks):
+        module.register_forward_pre_hook(lambda *_: pytest.fail("the default loss ran more than the stem"))
+    torch.testing.assert_close(default(dist, ref), feature_distance(stem(ref), stem(dist)))
 
 
 def test_optimising_the_anchored_loss_brings_the_image_back_to_the_reference(tiny_weights):
