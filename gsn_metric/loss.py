@@ -18,8 +18,8 @@ positive elsewhere, by construction:
   pushed up to 5.03 against the reference's own 4.40, where ``D`` alone went on to 59 dB at the reference's
   own score (measured, not assumed: ``benchmarks/README.md``, "as_loss.py"). A cap that only penalised scores
   above the reference's own (weight 0.1) held the score down but by the same adversarial direction, at
-  34 dB. So the default is ``D`` alone: no part of GSN's *score* is optimised, and the score stays an
-  independent judge of images trained with the loss.
+  34 dB. So the default is ``D`` alone: no part of GSN's *score* is optimised, and the score judges images
+  trained with the loss from outside it (the two share only the stem).
 
 Deeper levels of the branch were tried as feature distances too (LPIPS-style unit-normalised and relative
 squared error, equal weights) and were fooled like the score: their gradients raised the score and lowered
