@@ -17,9 +17,9 @@ distorted crops as better as it can; the table gives each value before and after
 value, and whether the attacked image passes it.
 
 Losses: GSN ``form="score"`` (gsn-metric 0.1's ``hi − score``), the anchored default (the stem's feature distance
-alone), and the anchored form with ``score_weight=0.01`` (gsn-metric 0.2's default); MS-SSIM (pytorch-msssim), GMSD (plain torch), ST-LPIPS alex and vgg (``stlpips-pytorch``,
-needs torchvision: run this script in benchmarks/README.md's peers environment to have them). A missing peer
-is reported and left out.
+alone), and the anchored form with ``score_weight=0.01`` (gsn-metric 0.2's default); MS-SSIM (pytorch-msssim),
+GMSD (plain torch), ST-LPIPS alex and vgg (``stlpips-pytorch``, needs torchvision: run this script in
+benchmarks/README.md's peers environment to have them). A missing peer is reported and left out.
 """
 
 from __future__ import annotations

@@ -78,8 +78,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-cpu-bf16", action="store_true",
                     help="as on a CPU without native bfloat16: int8's float layers run in fp32, bf16 is refused")
     args = ap.parse_args(argv)
-    parsed = [parse_variant(s) for s in args.variant or DEFAULT_VARIANTS]
-    specs = [s + " (no CPU bf16)" * args.no_cpu_bf16 for s in args.variant or DEFAULT_VARIANTS]
+    asked = args.variant or DEFAULT_VARIANTS
+    parsed = [parse_variant(s) for s in asked]
+    specs = [s + " (no CPU bf16)" * args.no_cpu_bf16 for s in asked]
     if args.no_cpu_bf16:
         gsn_metric.precision.cpu_has_fast_bf16 = lambda: False  # what precision_context and check_precision ask
     done: dict[str, Any] = {}

@@ -14,9 +14,9 @@ positive elsewhere, by construction:
   noisy and a uniform-noise start (``benchmarks/README.md``, "as_loss.py").
 * the optional **anchored score** term asks for the reference's own score, not for more. Its gradient is the
   adversarial direction the old loss followed: at weight 1 it undid the recovery from a blurred start, and
-  even at 0.01 (gsn-metric 0.2's default, 0 since 0.3) it kept Adam circling the reference near 41 dB, with the score
-  pushed up to 5.03 against the reference's own 4.40, where ``D`` alone went on to 59 dB at the reference's
-  own score (measured, not assumed: ``benchmarks/README.md``, "as_loss.py"). A cap that only penalised scores
+  even at 0.01 (gsn-metric 0.2's default, 0 since 0.3) it kept Adam circling the reference near 41 dB, with
+  the score pushed up to 5.03 against the reference's own 4.40, where ``D`` alone went on to 59 dB at the
+  reference's own score (measured, not assumed: ``benchmarks/README.md``, "as_loss.py"). A cap that only penalised scores
   above the reference's own (weight 0.1) held the score down but by the same adversarial direction, at
   34 dB. So the default is ``D`` alone: no part of GSN's *score* is optimised, and the score judges images
   trained with the loss from outside it (the two share only the stem).
@@ -121,12 +121,12 @@ class GSNLoss(nn.Module):
 
     def _patch_losses(self, net: GSN, ref: torch.Tensor, dist: torch.Tensor) -> torch.Tensor:
         """Losses of P pairs of patches (P×3×h×w each), one branch pass for both sides."""
-        lo, hi = self.info.score_range
-        if self.form == "anchored" and self.score_weight == 0:
-            stem = net.branch.stem(torch.cat([ref, dist]))
-            return feature_distance(stem[: ref.shape[0]], stem[ref.shape[0]:])
-        feats = net.branch.features(torch.cat([ref, dist]))
         k = ref.shape[0]
+        if self.form == "anchored" and self.score_weight == 0:  # the feature distance alone: only the stem runs
+            stem = net.branch.stem(torch.cat([ref, dist]))
+            return feature_distance(stem[:k], stem[k:])
+        lo, hi = self.info.score_range
+        feats = net.branch.features(torch.cat([ref, dist]))
         fr, fd = [f[:k] for f in feats], [f[k:] for f in feats]
         score = net.head(fr[1:], fd[1:]).float()
         if self.form == "score":
