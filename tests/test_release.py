@@ -147,11 +147,14 @@ def test_release_trains_measures_and_installs(data_root, tmp_path):
     first, second = record["pieces"]
     assert first["sha256"] == entry["sha256"] and first["pairs_seen"] == 36 and second["pairs_seen"] == 18
     assert record["pairs_seen_total"] == 54 and record["steps_total"] == 9 and record["pairs_seen"] == 18
+    change = record["score_change"][f"init ({weights / 'gsn-tiny-test.safetensors'})"]
+    assert change["max_abs"] > 0 and change["max_abs"] >= change["mean_abs"] > 0 and -1 <= change["spearman"] <= 1
 
     # --default must also beat the current default: the same run again gives the same weights, which do not.
     assert run("release", data_root, tmp_path / "out4", *common, "--must-beat", "", "--default") == 1
     record = json.loads((tmp_path / "out4" / release.RELEASE_RECORD).read_text())
     assert not record["installed"] and "default (gsn-tiny-test)" in record["results"]
+    assert record["score_change"] == {"default (gsn-tiny-test)": {"mean_abs": 0.0, "max_abs": 0.0, "spearman": 1.0}}
     assert json.loads((weights / "manifest.json").read_text())["weights"]["gsn-tiny-test"] == entry
 
 

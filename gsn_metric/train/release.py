@@ -12,7 +12,8 @@ Three stages, each done by the module that owns it:
    data, pairs seen, steps, hardware, wall time, commit, and every measured SRCC / KRCC / PLCC), made the
    default with ``--default``. ``pairs_seen``, ``steps`` and ``train_seconds`` count this run; ``pieces`` lists
    every run the weights come from through ``--init`` (each earlier one with the sha256 it ended at) and
-   ``*_total`` adds them up. Only when the new weights beat every ``--must-beat`` peer's validation SRCC,
+   ``*_total`` adds them up; ``score_change`` says how far the validation scores moved from the ``--init``
+   weights' and the replaced default's (mean and largest |Δ|, Spearman old vs new). Only when the new weights beat every ``--must-beat`` peer's validation SRCC,
    the ``--init`` weights', and with ``--default`` the current default's, on those pairs: otherwise nothing is
    installed and the exit status is 1.
 
@@ -29,7 +30,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
+from scipy import stats
 from torch import nn
 
 from ..weights import _default_file, load_model, resolve, save_weights, sha256_file
@@ -130,9 +133,9 @@ def _rivals(args: argparse.Namespace, weights_dir: Path) -> dict[str, str]:
 
 
 def _measure(args: argparse.Namespace, export: Path, peers: list[str],
-             rivals: dict[str, str]) -> tuple[dict[str, Any], dict[str, Any]]:
+             rivals: dict[str, str]) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
     """Correlations (overall and per type) of the export, the ``rivals`` weights and the peers on the validation
-    pairs, and a description of those pairs."""
+    pairs, a description of those pairs, and how far the export's scores moved from each rival's."""
     device = "cuda" if args.device == "auto" and torch.cuda.is_available() else \
         ("cpu" if args.device == "auto" else args.device)
     model, _ = load_model(export, device=device)
@@ -145,12 +148,22 @@ def _measure(args: argparse.Namespace, export: Path, peers: list[str],
     pred, mos, types = predict(list(models.values()), val_set, batch_size=5 * args.batch_size,
                                device=device, num_workers=args.workers)
     results = {name: breakdown(pred[:, i], mos, types) for i, name in enumerate(models)}
+    changes = {name: _score_change(pred[:, 0], pred[:, 1 + i]) for i, name in enumerate(rivals)}
     refs = getattr(val_set, "references", None)
     validation = {"pairs": len(val_set), "patches": f"five {args.patch_size}x{args.patch_size} (4 corners + centre)",
                   "seed": args.seed, "val_fraction": args.val_fraction, "data": repr(val_set)}
     if refs is not None:
         validation["references"] = [Path(r).name for r in refs]
-    return results, validation
+    return results, validation, changes
+
+
+def _score_change(new: np.ndarray, old: np.ndarray) -> dict[str, float]:
+    """What users comparing GSN numbers across versions need: how far each pair's score moved, and whether the
+    ranking held."""
+    delta = np.abs(new - old)
+    same = bool(np.array_equal(new, old))  # Spearman of two identical lists is 1, not NaN when they are constant
+    return {"mean_abs": float(delta.mean()), "max_abs": float(delta.max()),
+            "spearman": 1.0 if same else float(stats.spearmanr(new, old)[0])}
 
 
 def _table(results: dict[str, Any]) -> str:
@@ -194,8 +207,11 @@ def main(args: argparse.Namespace) -> int:
         return 0
     export = out / loop.EXPORT
     rivals = _rivals(args, weights_dir)
-    results, validation = _measure(args, export, peers, rivals)
+    results, validation, changes = _measure(args, export, peers, rivals)
     print(f"validation: {validation['pairs']} pairs of {validation.get('references', '?')}\n{_table(results)}")
+    for name, c in changes.items():
+        print(f"scores against {name}: mean |Δ| {c['mean_abs']:.4f}, largest {c['max_abs']:.4f}, "
+              f"Spearman {c['spearman']:.4f}")
 
     ours = results["GSN"]["all"]["srcc"]
     beaten_by = [n for n in must_beat + list(rivals) if not ours > results[n]["all"]["srcc"]]
@@ -211,8 +227,10 @@ def main(args: argparse.Namespace) -> int:
         "recipe": {k: v for k, v in loop._cli_flags(args).items()
                    if k in {"dataset", "epochs", "epoch_length", "batch_size", "lr", "lr_schedule", "warmup_steps",
                             "weight_decay", "alpha", "beta", "mse_weight", "patch_size", "seed", "init", "draw_offset",
-                            "continuous_levels", "type_weights"}},
+                            "continuous_levels", "type_weights", "rank_loss", "anchor_weight", "adversarial_weight",
+                            "adversarial_eps", "adversarial_steps"}},
         "validation": validation,
+        "score_change": changes,
     }
     details.update(_lineage(args.init, details))
     summary = {name: {k: res["all"][k] for k in ("n", "srcc", "krcc", "plcc")} for name, res in results.items()}
