@@ -13,9 +13,9 @@ Three stages, each done by the module that owns it:
    default with ``--default``. ``pairs_seen``, ``steps`` and ``train_seconds`` count this run; ``pieces`` lists
    every run the weights come from through ``--init`` (each earlier one with the sha256 it ended at) and
    ``*_total`` adds them up; ``score_change`` says how far the validation scores moved from the ``--init``
-   weights' and the replaced default's (mean and largest |Δ|, Spearman old vs new). Only when the new weights beat every ``--must-beat`` peer's validation SRCC,
-   the ``--init`` weights', and with ``--default`` the current default's, on those pairs: otherwise nothing is
-   installed and the exit status is 1.
+   weights' and the replaced default's (mean and largest |Δ|, Spearman old vs new). Only when the new weights
+   beat every ``--must-beat`` peer's validation SRCC, the ``--init`` weights', and with ``--default`` the
+   current default's, on those pairs: otherwise nothing is installed and the exit status is 1.
 
 ``OUT/release.json`` keeps the measurements either way.
 """
@@ -161,7 +161,7 @@ def _score_change(new: np.ndarray, old: np.ndarray) -> dict[str, float]:
     """What users comparing GSN numbers across versions need: how far each pair's score moved, and whether the
     ranking held."""
     delta = np.abs(new - old)
-    same = bool(np.array_equal(new, old))  # Spearman of two identical lists is 1, not NaN when they are constant
+    same = bool(np.array_equal(new, old))  # identical lists rank alike even when constant, where spearmanr gives NaN
     return {"mean_abs": float(delta.mean()), "max_abs": float(delta.max()),
             "spearman": 1.0 if same else float(stats.spearmanr(new, old)[0])}
 
