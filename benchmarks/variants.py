@@ -26,13 +26,12 @@ from typing import Any
 
 import numpy as np
 import torch
-from scipy.stats import spearmanr
 
 import gsn_metric.precision
 from gsn_metric import GSNScore
 from gsn_metric.images import load_image
 from gsn_metric.train.datasets import load_dataset
-from gsn_metric.train.evaluate import breakdown
+from gsn_metric.train.evaluate import breakdown, score_change
 
 DEFAULT_VARIANTS = ["default", "flip", "patches=grid", "patches=grid,stride=48", "patches=full"]
 
@@ -116,10 +115,9 @@ def main(argv: list[str] | None = None) -> int:
         s = np.array(done[spec]["scores"])
         r = breakdown(s, mos, types)
         per_type[spec] = r
-        delta = np.abs(s - first)
-        rho = spearmanr(s, first).statistic
+        c = score_change(s, first)
         print(f"| {spec} | {len(s)} | {r['all']['srcc']:.4f} | {r['all']['krcc']:.4f} | {r['all']['plcc']:.4f} | "
-              f"{done[spec]['ms_per_pair']:.0f} | {delta.max():.4f} | {delta.mean():.4f} | {rho:.6f} |")
+              f"{done[spec]['ms_per_pair']:.0f} | {c['max_abs']:.4f} | {c['mean_abs']:.4f} | {c['spearman']:.6f} |")
     print("\n| type | " + " | ".join(specs) + " |\n|" + "---|" * (len(specs) + 1))
     for t in sorted(set(types)):
         print(f"| {t} | " + " | ".join(f"{per_type[s][t]['srcc']:.3f}" for s in specs) + " |")

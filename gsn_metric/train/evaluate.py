@@ -46,6 +46,7 @@ __all__ = [
     "logistic4",
     "main",
     "predict",
+    "score_change",
     "write_csv",
     "write_json",
     "write_scores",
@@ -105,6 +106,16 @@ def correlations(pred: Sequence[float] | np.ndarray, mos: Sequence[float] | np.n
     plcc, fit = _fit_logistic(pred, mos, linear)
     return {"n": n, "srcc": srcc, "krcc": krcc, "plcc": plcc, "plcc_linear": linear, "main": srcc + plcc,
             "fit": fit}
+
+
+def score_change(new: Sequence[float] | np.ndarray, old: Sequence[float] | np.ndarray) -> dict[str, float]:
+    """How far N scores moved from N others of the same pairs (new weights against old ones, a variant against
+    the default): ``{"mean_abs", "max_abs": |new − old|, "spearman": the two lists' rank correlation}``."""
+    new, old = np.asarray(new, dtype=np.float64), np.asarray(old, dtype=np.float64)
+    delta = np.abs(new - old)
+    same = bool(np.array_equal(new, old))  # identical lists rank alike even when constant, where spearmanr gives NaN
+    return {"mean_abs": float(delta.mean()), "max_abs": float(delta.max()),
+            "spearman": 1.0 if same else float(stats.spearmanr(new, old)[0])}
 
 
 def breakdown(pred: Sequence[float] | np.ndarray, mos: Sequence[float] | np.ndarray,

@@ -30,15 +30,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
-from scipy import stats
 from torch import nn
 
 from ..weights import _default_file, load_model, resolve, save_weights, sha256_file
 from . import loop
 from .datasets import open_dataset
-from .evaluate import breakdown, predict
+from .evaluate import breakdown, predict, score_change
 from .outputs import check_writable_dir
 from .peers import CLASSIC, PeerModel
 
@@ -148,22 +146,13 @@ def _measure(args: argparse.Namespace, export: Path, peers: list[str],
     pred, mos, types = predict(list(models.values()), val_set, batch_size=5 * args.batch_size,
                                device=device, num_workers=args.workers)
     results = {name: breakdown(pred[:, i], mos, types) for i, name in enumerate(models)}
-    changes = {name: _score_change(pred[:, 0], pred[:, 1 + i]) for i, name in enumerate(rivals)}
+    changes = {name: score_change(pred[:, 0], pred[:, 1 + i]) for i, name in enumerate(rivals)}
     refs = getattr(val_set, "references", None)
     validation = {"pairs": len(val_set), "patches": f"five {args.patch_size}x{args.patch_size} (4 corners + centre)",
                   "seed": args.seed, "val_fraction": args.val_fraction, "data": repr(val_set)}
     if refs is not None:
         validation["references"] = [Path(r).name for r in refs]
     return results, validation, changes
-
-
-def _score_change(new: np.ndarray, old: np.ndarray) -> dict[str, float]:
-    """What users comparing GSN numbers across versions need: how far each pair's score moved, and whether the
-    ranking held."""
-    delta = np.abs(new - old)
-    same = bool(np.array_equal(new, old))  # identical lists rank alike even when constant, where spearmanr gives NaN
-    return {"mean_abs": float(delta.mean()), "max_abs": float(delta.max()),
-            "spearman": 1.0 if same else float(stats.spearmanr(new, old)[0])}
 
 
 def _table(results: dict[str, Any]) -> str:
