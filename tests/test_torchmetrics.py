@@ -72,7 +72,9 @@ def _ddp_worker(rank: int, init: str, weights: str, reduction: str, queue) -> No
         mine = slice(0, 4) if rank == 0 else slice(4, 6)  # uneven shares, as a last batch gives
         metric = gsn_metric.GSNMetric(weights, reduction=reduction)
         metric.update(dist[mine], ref[mine])
-        queue.put((rank, metric.compute()))
+        # plain floats, not a tensor: a tensor travels as a shared-memory handle that dies with this process,
+        # which may exit before the parent has read it
+        queue.put((rank, metric.compute().tolist()))
     finally:
         torch.distributed.destroy_process_group()
 
@@ -93,4 +95,4 @@ def test_two_process_ddp_sync_equals_one_process(tiny_weights, tmp_path, reducti
     single = gsn_metric.GSNMetric(tiny_weights, reduction=reduction)
     single.update(dist, ref)
     for rank in (0, 1):  # every process gets the synced value
-        torch.testing.assert_close(results[rank], single.compute(), rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(torch.tensor(results[rank]), single.compute(), rtol=1e-5, atol=1e-6)
