@@ -1,7 +1,7 @@
 """Which layers ``precision="int8"`` can quantise: score deviation from float32 per choice of float layers.
 
     python benchmarks/int8_layers.py --root DIR [--reference I02] [--float NAMES ...] [--minmax]
-        [--calibration N] [--json OUT]
+        [--calibration N | --self-calibrate] [--json OUT]
 
 On the hard pairs of one reference of a synthesized validation set (``python -m gsn_metric.train synthesize
 ... --split val``): its pairs of every distortion type at level ``--min-level`` (default 5) and above, plus
@@ -11,7 +11,9 @@ left in float (``""``: all int8; the library's default is ``blocks.1,blocks.2``)
 ``gsn_metric.quantize.quantize_int8`` does it (the same calibration pairs) and its pair scores (the mean of the
 patch scores) are compared with float32's: mean and largest |Δscore|, and the score of the strongest blur
 (where int8 went most wrong). The float parts run in float32 here (no autocast), so the table isolates the
-quantisation. ``--json`` keeps each row as soon as it is done.
+quantisation. ``--self-calibrate`` calibrates each pair on its own patches instead (one quantisation per pair):
+the best activation ranges any calibration set could give that pair, which says whether the ranges are to blame.
+``--json`` keeps each row as soon as it is done.
 """
 
 from __future__ import annotations
@@ -67,6 +69,8 @@ def main(argv: list[str] | None = None) -> int:
                     help=f"modules left in float, comma-separated (repeatable; default {DEFAULT_CHOICES})")
     ap.add_argument("--minmax", action="store_true", help="min–max activation ranges instead of histogram ones")
     ap.add_argument("--calibration", type=int, default=24, help="calibration pairs (default 24, the library's)")
+    ap.add_argument("--self-calibrate", action="store_true",
+                    help="calibrate each pair on its own patches (the ranges' best case), not on generated pairs")
     ap.add_argument("--json", type=Path, help="keep the rows here as they are done")
     args = ap.parse_args(argv)
     if args.json:
@@ -80,6 +84,17 @@ def main(argv: list[str] | None = None) -> int:
     def scores(n: torch.nn.Module) -> torch.Tensor:
         with torch.inference_mode():
             return torch.stack([n(r, d).mean() for _, _, r, d in pairs])
+
+    def int8_scores(names: list[str]) -> torch.Tensor:
+        if not args.self_calibrate:
+            return scores(quantize_int8(net, info.patch_size, float_modules=names, calibration=args.calibration,
+                                        minmax=args.minmax))
+        out = []
+        for _, _, r, d in pairs:  # quantised outside inference mode: FX's prepare copies the net
+            q = quantize_int8(net, info.patch_size, float_modules=names, calibration=(r, d), minmax=args.minmax)
+            with torch.inference_mode():
+                out.append(q(r, d).mean())
+        return torch.stack(out)
 
     with FlopCounterMode(display=False) as counter, torch.inference_mode():
         net.branch(pairs[0][2])
@@ -97,8 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for choice in args.choices or DEFAULT_CHOICES:
         names = [n for n in choice.split(",") if n]
-        q = quantize_int8(net, info.patch_size, float_modules=names, calibration=args.calibration, minmax=args.minmax)
-        s = scores(q)
+        s = int8_scores(names)
         d = (s - base).abs()
         share = 1 - sum(flops.get(n, 0) for n in names) / flops[""]
         rows.append({"float": names, "int8_share": share, "mean": float(d.mean()), "max": float(d.max()),

@@ -91,9 +91,11 @@ def default_float_modules(net: GSN) -> tuple[str, ...]:
 
 
 def quantize_int8(net: GSN, patch_size: int, batch_size: int = 8, *, float_modules: Sequence[str] | None = None,
-                  calibration: int = CALIBRATION_PAIRS, minmax: bool = False) -> GSN:
+                  calibration: int | tuple[torch.Tensor, torch.Tensor] = CALIBRATION_PAIRS,
+                  minmax: bool = False) -> GSN:
     """An int8 copy of a folded, eval-mode ``net`` (:meth:`GSN.fold`): its branch quantised and calibrated
-    on ``calibration`` :func:`calibration_pairs` of ``patch_size``; CPU only, inference only.
+    on ``calibration`` :func:`calibration_pairs` of ``patch_size`` (or on given (reference, distorted) patches,
+    each B×3×S×S in [0, 1]); CPU only, inference only.
 
     ``float_modules``: names in ``net.branch`` left in float (default :func:`default_float_modules`; ``()``
     quantises the whole branch); ``minmax``: min–max activation ranges instead of histogram (MSE-fit) ones.
@@ -110,7 +112,7 @@ def quantize_int8(net: GSN, patch_size: int, batch_size: int = 8, *, float_modul
 
     torch.backends.quantized.engine = "x86"
     net = copy.deepcopy(net).cpu().eval()
-    ref, dist = calibration_pairs(patch_size, calibration)
+    ref, dist = calibration_pairs(patch_size, calibration) if isinstance(calibration, int) else calibration
     # The full 8-bit activation range where the CPU has VNNI (no 16-bit overflow of u8×s8 products): measured
     # 3× less score deviation than the 7-bit ``reduce_range`` of the x86 default; histogram ranges (MSE-fit)
     # deviate less than min–max ones.

@@ -171,6 +171,11 @@ def test_int8_layers_compares_choices_of_float_layers(tmp_path, tiny_weights, ca
     assert rows[0]["int8_share"] == 1 and 0 < rows[1]["int8_share"] < 1
     assert all(r["mean"] > 0 for r in rows)  # really quantised
     assert "| nothing (all int8) | 100% |" in capsys.readouterr().out
+    # each pair calibrated on its own patches: other ranges, so other scores
+    assert int8_layers.main(["--root", str(tmp_path), "--reference", "I01", "--min-level", "3", "--weights",
+                             tiny_weights, "--float", "", "--self-calibrate", "--json", str(out_json)]) == 0
+    own = json.loads(out_json.read_text())[0]
+    assert own["mean"] > 0 and own["mean"] != rows[0]["mean"]
 
 
 def test_variants_compares_against_the_first_and_resumes_from_its_json(tmp_path, tiny_weights, capsys,
