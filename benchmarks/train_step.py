@@ -1,10 +1,12 @@
 """Where a training step's time goes, and which ``fit --speedups`` make it faster: profile and probe, one run.
 
     python benchmarks/train_step.py [--device cpu|cuda] [--tiny | --width W] [--batch-size B] [--patch-size S]
-        [--profile] [--candidates "" fold-cdc ...] [--seconds T] [--choose FILE]
+        [--anchor-weight W] [--profile] [--candidates "" fold-cdc ...] [--seconds T] [--choose FILE]
 
 The step is ``gsn_metric.train.loop.train_step`` (the one ``fit`` runs: forward, the training loss, backward,
-gradient clipping, Ranger) on a fixed batch of generated patch pairs, with ``fit``'s autocast (bf16 on CUDA).
+gradient clipping, Ranger) on a fixed batch of generated patch pairs, with ``fit``'s autocast (bf16 on CUDA);
+``--anchor-weight`` as ``fit``'s (the reference anchor: one more fusion head per pair), so that the probe checks
+and times the step the run will train.
 Data loading is not in it (``fit``'s DataLoader workers prepare batches in parallel; its pairs/s include it).
 
 ``--profile``: one step under ``torch.profiler`` after warm-up steps, its self time grouped into convolutions
@@ -61,13 +63,13 @@ def _setup(args: argparse.Namespace, device: torch.device, speedups: tuple[str, 
     optimizer = build_ranger(model.parameters(), lr=1e-4, foreach=True if "foreach" in speedups else None)
     autocast, dtype = training_autocast(device, args.amp)  # fit's: bf16 where the GPU has it, else fp16
     return {"model": model, "net": wrap_for_training(model, speedups), "optimizer": optimizer,
-            "criterion": GSNTrainingLoss(), "autocast": autocast,
+            "criterion": GSNTrainingLoss(anchor_weight=args.anchor_weight), "autocast": autocast,
             "scaler": torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)}
 
 
 def _step(parts: dict[str, Any], batch: tuple[torch.Tensor, torch.Tensor, torch.Tensor]) -> float:
     terms = train_step(parts["net"], parts["model"], parts["optimizer"], parts["criterion"], parts["scaler"],
-                       parts["autocast"], *batch, lr=1e-4, clip_grad=10.0)
+                       parts["autocast"], *batch, lr=1e-4, clip_grad=10.0, anchor=bool(parts["criterion"].anchor_weight))
     return float(terms["total"])
 
 
@@ -202,6 +204,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--patch-size", type=int, default=192)
     ap.add_argument("--amp", action=argparse.BooleanOptionalAction, default=True, help="bf16 autocast on CUDA")
+    ap.add_argument("--anchor-weight", type=float, default=0.0, help="as fit's: the step with the reference anchor")
     ap.add_argument("--profile", action="store_true", help="the profile table (of --profile-speedups)")
     ap.add_argument("--profile-speedups", type=parse_speedups, default=(), help="speedups of the profiled step")
     ap.add_argument("--candidates", nargs="*", default=DEFAULT_CANDIDATES,
@@ -226,7 +229,8 @@ def main(argv: list[str] | None = None) -> int:
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "CPU"
     print(f"# Training step: {'TINY' if args.tiny else f'width {args.width:g}'} network, batch {args.batch_size} "
           f"of {args.patch_size}² pairs, {device} ({where}), torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads, autocast {training_autocast(device, args.amp)[1] or 'off'}")
+          f"{torch.get_num_threads()} threads, autocast {training_autocast(device, args.amp)[1] or 'off'}, "
+          f"anchor weight {args.anchor_weight:g}")
     result: dict[str, Any] = {}
     if args.profile:
         rows = profile(args, device, args.profile_speedups)

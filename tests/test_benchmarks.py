@@ -4,8 +4,11 @@ protocol at toy size."""
 
 from __future__ import annotations
 
+import argparse
 import importlib.util
 import json
+import os
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -146,6 +149,22 @@ def test_train_step_profiles_probes_and_chooses(tmp_path, capsys):
     assert chosen.read_text() in ("", "fold-cdc")
 
 
+def test_train_step_probes_the_anchored_step_when_asked(capsys):
+    train_step = load_script("train_step")
+    common = argparse.Namespace(tiny=True, width=1.0, batch_size=4, patch_size=32, amp=True)
+    losses = {}
+    for w in (0.0, 1.0):
+        args = argparse.Namespace(**vars(common), anchor_weight=w)
+        losses[w] = train_step._step(train_step._setup(args, torch.device("cpu"), ()),
+                                     train_step._batch(args, torch.device("cpu")))
+    assert losses[1.0] > losses[0.0]  # the anchor's terms are in the probed step's loss
+    assert train_step.main(["--device", "cpu", "--tiny", "--patch-size", "32", "--batch-size", "4", "--seconds",
+                            "0.2", "--warmup", "1", "--anchor-weight", "1", "--candidates", "fold-cdc"]) == 0
+    out = capsys.readouterr().out
+    assert "anchor weight 1" in out
+    assert "pass" in next(line for line in out.splitlines() if line.startswith("| fold-cdc |"))
+
+
 def test_train_step_probe_stops_a_candidate_at_its_time_limit(tmp_path, capsys):
     # every candidate (eager too) runs past the limit: each is a failed row, and the choice falls back to eager
     train_step = load_script("train_step")
@@ -203,3 +222,12 @@ def test_variants_compares_against_the_first_and_resumes_from_its_json(tmp_path,
     assert set(json.loads(out_json.read_text())) == set(done) | {"default (no CPU bf16)"}
     with pytest.raises(ValueError, match="bf16"):
         variants.main([*common, "--variant", "precision=bf16", "--no-cpu-bf16"])
+
+
+def test_gpu_release_script_parses_and_refuses_an_unknown_stage(tmp_path):
+    # the lease runs it once, untried on a GPU: a syntax error must show here, not there
+    script = BENCHMARKS / "gpu_release.sh"
+    subprocess.run(["bash", "-n", str(script)], check=True)
+    done = subprocess.run(["bash", str(script), "no-such-stage"], capture_output=True, text=True,
+                          env={**os.environ, "OUT": str(tmp_path / "out"), "RUN": str(tmp_path / "run")})
+    assert done.returncode == 2 and "unknown stage no-such-stage" in done.stderr
