@@ -56,7 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m gsn_metric",
         description="Score distorted images against their references with GSN (higher = better).",
-        epilog="Exit codes: 0 ok, 1 an input or weight file could not be used, 2 bad usage.",
+        epilog="Exit codes: 0 ok, 1 an input or weight file could not be used, 2 bad usage. "
+               "Also: python -m gsn_metric export-onnx OUT.onnx [--int8] (the network for ONNX Runtime; "
+               "export-onnx --help).",
     )
     p.add_argument("ref", nargs="?", help="reference image, or folder of reference images")
     p.add_argument("dist", nargs="?", help="distorted image, or folder of distorted images with the same names")

@@ -200,3 +200,11 @@ def test_installed_console_script_and_licence():
     dist = distribution("gsn-metric")
     assert dist.metadata["License"] == "MIT"
     assert any(f.name == "LICENSE" for f in dist.files or [])
+
+
+def test_help_names_the_options_and_the_export_command(capsys):
+    with pytest.raises(SystemExit) as done:
+        main(["--help"])
+    out = " ".join(capsys.readouterr().out.split())  # argparse wraps to the terminal's width
+    assert done.value.code == 0
+    assert all(flag in out for flag in ("--precision", "--patches", "--out", "--resume", "export-onnx OUT.onnx"))
