@@ -67,10 +67,12 @@ def _setup(args: argparse.Namespace, device: torch.device, speedups: tuple[str, 
             "scaler": torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)}
 
 
-def _step(parts: dict[str, Any], batch: tuple[torch.Tensor, torch.Tensor, torch.Tensor]) -> float:
+def _step(parts: dict[str, Any], batch: tuple[torch.Tensor, torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    """One step; its loss stays on the device (reading it would wait for the GPU every step, which ``fit``
+    does only every few steps)."""
     terms = train_step(parts["net"], parts["model"], parts["optimizer"], parts["criterion"], parts["scaler"],
                        parts["autocast"], *batch, lr=1e-4, clip_grad=10.0, anchor=bool(parts["criterion"].anchor_weight))
-    return float(terms["total"])
+    return terms["total"]
 
 
 def _out_of_time(signum: int, frame: Any) -> None:
@@ -101,7 +103,7 @@ def probe(args: argparse.Namespace, device: torch.device) -> tuple[list[list[str
             parts = _setup(args, device, speedups)
             start_weights = _flat(parts["model"])
             start = time.perf_counter()
-            losses = [_step(parts, batch) for _ in range(args.check_steps)]
+            losses = [float(_step(parts, batch)) for _ in range(args.check_steps)]
             _sync(device)
             first = time.perf_counter() - start
             weights = _flat(parts["model"])

@@ -155,8 +155,8 @@ def test_train_step_probes_the_anchored_step_when_asked(capsys):
     losses = {}
     for w in (0.0, 1.0):
         args = argparse.Namespace(**vars(common), anchor_weight=w)
-        losses[w] = train_step._step(train_step._setup(args, torch.device("cpu"), ()),
-                                     train_step._batch(args, torch.device("cpu")))
+        losses[w] = float(train_step._step(train_step._setup(args, torch.device("cpu"), ()),
+                                           train_step._batch(args, torch.device("cpu"))))
     assert losses[1.0] > losses[0.0]  # the anchor's terms are in the probed step's loss
     assert train_step.main(["--device", "cpu", "--tiny", "--patch-size", "32", "--batch-size", "4", "--seconds",
                             "0.2", "--warmup", "1", "--anchor-weight", "1", "--candidates", "fold-cdc"]) == 0

@@ -71,6 +71,10 @@ CHECKPOINT_FORMAT = "gsn-metric-train-checkpoint-1"
 TINY = GSNConfig(stem=4, blocks=((6, 8, 6), (6, 6), (6,)), fusion_channels=4, fusion_size=6)
 # Flags that may change between a run and its resumption without changing what is trained.
 _WARM_STEPS = 5  # steps of an epoch before its steady rate is measured (``history.json``'s "steady")
+# Steps between reads of the loss on the host. Each read waits for the GPU to finish, which then idles while the
+# next step is launched and its batch copied; the sums stay on the device in between. A non-finite loss is
+# caught at the next read (and at the epoch's end), before anything is exported.
+_READ_EVERY = 20
 _RESUMABLE_CHANGES = {"epochs", "workers", "device", "resume", "max_steps", "val_every", "out", "root", "labels",
                       "pristine", "time_limit", "init", "speedups",
                       "name", "weights_dir", "default", "peers", "must_beat"}  # release's own: not training
@@ -463,7 +467,7 @@ def _train(args: argparse.Namespace, rank: int, world: int, device: torch.device
         train_set.set_epoch(draw)
         loader_rng.manual_seed(_mix(args.seed, draw, rank))
         net.train()
-        sums: dict[str, float] = {}
+        sums: dict[str, torch.Tensor] = {}  # on the device: read every _READ_EVERY steps
         n_batches, n_pairs, t0 = 0, 0, time.perf_counter()
         steady: tuple[float, int] | None = None  # (time, pairs) after the first steps (compiling, warming up)
         # rank 0 only; into a log file (stderr not a terminal) one update a minute rather than constant redraws
@@ -483,20 +487,25 @@ def _train(args: argparse.Namespace, rank: int, world: int, device: torch.device
             if n_batches == _WARM_STEPS:
                 steady = (time.perf_counter(), n_pairs)
             for k, v in terms.items():
-                sums[k] = sums.get(k, 0.0) + float(v)
-            _check_diverged(float(terms["total"]), epoch, step, out, amp_dtype)
-            # refresh=False: a refresh here would print the stale count of a bar that only syncs it every minute
-            bar.set_postfix(loss=f"{sums['total'] / n_batches:.4f}", refresh=False)
+                v = v.double()  # summed in float64, as the host's floats were
+                sums[k] = sums[k] + v if k in sums else v
+            if n_batches % _READ_EVERY == 0:
+                total = float(sums["total"])
+                _check_diverged(total, epoch, step, out, amp_dtype)
+                # refresh=False: a refresh here would print the stale count of a bar that only syncs every minute
+                bar.set_postfix(loss=f"{total / n_batches:.4f}", refresh=False)
             if args.max_steps is not None and step >= args.max_steps:
                 break
             if time.monotonic() >= deadline:
                 out_of_time = True
                 break
         bar.close()
+        means = {k: float(v) / max(n_batches, 1) for k, v in sums.items()}  # waits for the last step
+        if means:
+            _check_diverged(means["total"], epoch, step, out, amp_dtype)
         seconds = time.perf_counter() - t0
         record: dict[str, Any] = {"epoch": epoch + 1, "step": step, "seconds": round(seconds, 2),
-                                  "pairs_per_s": round(n_pairs / seconds, 2),
-                                  "train": {k: v / max(n_batches, 1) for k, v in sums.items()}}
+                                  "pairs_per_s": round(n_pairs / seconds, 2), "train": means}
         if steady is not None and n_batches > 2 * _WARM_STEPS:
             # the rate once compiled and warm, and when that began: what a time-limited epoch is planned on
             record["steady"] = {"pairs_per_s": round((n_pairs - steady[1]) / (time.perf_counter() - steady[0]), 2),
