@@ -476,7 +476,8 @@ def _train(args: argparse.Namespace, rank: int, world: int, device: torch.device
         for batch in bar:
             ref = batch["ref"].to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
             dis = batch["dist"].to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
-            target = (batch["score"].to(device) - lo) / (hi - lo)
+            # non_blocking too: a blocking copy waits for the previous step's kernels (it is queued behind them)
+            target = (batch["score"].to(device, non_blocking=True) - lo) / (hi - lo)
             attack = (args.adversarial_eps / 255, args.adversarial_steps) if args.adversarial_weight else None
             terms = train_step(net, model, optimizer, criterion, scaler, autocast, ref, dis, target,
                                lr=learning_rate(args, step, total_steps), clip_grad=args.clip_grad,
