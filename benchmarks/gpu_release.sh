@@ -138,12 +138,13 @@ s = r.get('steady', {'pairs_per_s': r['pairs_per_s'], 'after_s': 0}); print(s['p
 bench|all)
     [[ $STAGE == bench ]] && install_wheels
     # the GPU-only tests first (seconds; TF32 immunity, bare-cuda resume, GPU = CPU scores): pytest is on the
-    # device machine's image
-    python3 -m pytest -q -m gpu -p no:cacheprovider --continue-on-collection-errors tests/ 2>&1 \
+    # device machine's image. Each part has a time limit of its own, so one that hangs leaves time to the next.
+    timeout 120 python3 -m pytest -q -m gpu -p no:cacheprovider --continue-on-collection-errors tests/ 2>&1 \
         | tee "$LOG/gpu_tests.log" || true
     pack
     weights="$RUN/weights/$NAME.safetensors"; [[ -f $weights ]] || weights="$GPU/weights/$NAME.safetensors"
-    python3 benchmarks/speed.py --device "$DEVICE" --batch-sizes 1 8 64 --weights "$weights" 2>&1 | tee "$LOG/speed.md"
+    timeout 300 python3 benchmarks/speed.py --device "$DEVICE" --batch-sizes 1 8 64 --weights "$weights" 2>&1 \
+        | tee "$LOG/speed.md" || echo "speed.py stopped: exit $?" | tee -a "$LOG/speed.md"
     pack
     # GSN as a loss and under attack on the new weights (issue 16): GSN rows only, seconds on a GPU
     python3 benchmarks/as_loss.py all --device "$DEVICE" --weights "$weights" --only GSN --out "$LOG/as_loss" \
