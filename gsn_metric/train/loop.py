@@ -69,12 +69,12 @@ EXPORT = "best.safetensors"
 CHECKPOINT_FORMAT = "gsn-metric-train-checkpoint-1"
 # The test-size network of tests/conftest.py: the paper's structure at a thousandth of the cost.
 TINY = GSNConfig(stem=4, blocks=((6, 8, 6), (6, 6), (6,)), fusion_channels=4, fusion_size=6)
-# Flags that may change between a run and its resumption without changing what is trained.
 _WARM_STEPS = 5  # steps of an epoch before its steady rate is measured (``history.json``'s "steady")
 # Steps between reads of the loss on the host. Each read waits for the GPU to finish, which then idles while the
 # next step is launched and its batch copied; the sums stay on the device in between. A non-finite loss is
 # caught at the next read (and at the epoch's end), before anything is exported.
 _READ_EVERY = 20
+# Flags that may change between a run and its resumption without changing what is trained.
 _RESUMABLE_CHANGES = {"epochs", "workers", "device", "resume", "max_steps", "val_every", "out", "root", "labels",
                       "pristine", "time_limit", "init", "speedups",
                       "name", "weights_dir", "default", "peers", "must_beat"}  # release's own: not training
