@@ -63,7 +63,7 @@ prepare)  # here: copy what the device machine lacks into .gpu/ (.gitignore'd), 
     cp ../shared/data/pristine/*.webp "$GPU/pristine/"
     cp ../shared/data/labels/KADID-10k.csv "$GPU/"
     python3 -m pip download -q --no-deps --only-binary=:all: -d "$GPU/whl" pytorch-msssim==1.0.0
-    # what a device call carries: tracked and untracked-not-ignored files, and GPU; it refuses more than 64 MiB
+    # what a device call carries: tracked and untracked-not-ignored files, and $GPU; it refuses more than 64 MiB
     tree=$( { git ls-files -z; git ls-files -z --others --exclude-standard; } | xargs -0 -r stat -c %s 2>/dev/null \
         | awk '{s += $1} END {print s + 0}')
     carried=$(du -sb "$GPU" | cut -f1)
