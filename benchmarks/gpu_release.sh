@@ -50,8 +50,10 @@ pack() {  # one file for all of LOG: the device call brings back 8 files at most
 [[ $STAGE == prepare ]] || trap pack EXIT
 model_flags=(--width "$WIDTH"); [[ $TINY == 1 ]] && model_flags=(--tiny)
 init_flags=(); [[ -n $INIT ]] && init_flags=(--init "$INIT" --draw-offset "$DRAW_OFFSET")
-data_flags=(--dataset synthetic-kadid --pristine "$GPU/pristine" --labels "$GPU/KADID-10k.csv"
-            --val-fraction "$VAL_FRACTION" --seed 0 --patch-size 192)
+# the list names all 239 photographs: the split and the validation pairs stay the same when prepare had to leave
+# training photographs behind to fit the call
+data_flags=(--dataset synthetic-kadid --pristine "$GPU/pristine" --pristine-list "$GPU/pristine-list.txt"
+            --labels "$GPU/KADID-10k.csv" --val-fraction "$VAL_FRACTION" --seed 0 --patch-size 192)
 
 install_wheels() {  # pytorch-msssim, which the device machine lacks, from the carried wheel
     python3 -m pip install -q --no-index --no-deps --upgrade --target "$GPU/site" "$GPU"/whl/*.whl
@@ -59,15 +61,39 @@ install_wheels() {  # pytorch-msssim, which the device machine lacks, from the c
 
 case $STAGE in
 prepare)  # here: copy what the device machine lacks into .gpu/ (.gitignore'd), the folder `carry` names
+    python3 -c "import gsn_metric.train.synthetic" \
+        || { echo "prepare needs the project's environment (README, Install): activate it first" >&2; exit 1; }
     rm -rf "$GPU" && mkdir -p "$GPU/pristine" "$GPU/whl"
     cp ../shared/data/pristine/*.webp "$GPU/pristine/"
+    (cd "$GPU/pristine" && ls -1 -- *.webp) > "$GPU/pristine-list.txt"
     cp ../shared/data/labels/KADID-10k.csv "$GPU/"
     python3 -m pip download -q --no-deps --only-binary=:all: -d "$GPU/whl" pytorch-msssim==1.0.0
     # what a device call carries: tracked and untracked-not-ignored files, and $GPU; it refuses more than 64 MiB
     tree=$( { git ls-files -z; git ls-files -z --others --exclude-standard; } | xargs -0 -r stat -c %s 2>/dev/null \
         | awk '{s += $1} END {print s + 0}')
-    carried=$(du -sb "$GPU" | cut -f1)
     limit=$((64 * 1024 * 1024))
+    # over the limit: leave training photographs behind (seeded order, never a validation one) until it fits,
+    # with 256 KiB to spare; the list keeps the split and the validation pairs as they are with all 239
+    python3 - "$GPU" "$VAL_FRACTION" $((limit - 256 * 1024 - tree)) <<'EOF'
+import random, sys
+from pathlib import Path
+from gsn_metric.train.synthetic import SyntheticKADID
+gpu, val_fraction, room = Path(sys.argv[1]), float(sys.argv[2]), int(sys.argv[3])
+used = sum(p.stat().st_size for p in gpu.rglob("*") if p.is_file())
+train = SyntheticKADID(gpu / "pristine", gpu / "KADID-10k.csv", split="train", train=True, seed=0,
+                       val_fraction=val_fraction, pristine_list=gpu / "pristine-list.txt").images
+order = sorted(train)
+random.Random(0).shuffle(order)
+left = 0
+while used > room and left < len(order) - 1:
+    used -= order[left].stat().st_size
+    order[left].unlink()
+    left += 1
+if left:
+    print(f"left {left} of the {len(train)} training photographs behind to fit the call "
+          f"({len(train) - left} travel, and every validation one)")
+EOF
+    carried=$(du -sb "$GPU" | cut -f1)
     echo "a call carries $(( (tree + carried) / 1024 )) KiB: working tree $(( tree / 1024 )) KiB + $GPU $(( carried / 1024 )) KiB;" \
          "the limit is $(( limit / 1024 )) KiB ($(( (limit - tree - carried) / 1024 )) KiB left)"
     if (( tree + carried > limit )); then

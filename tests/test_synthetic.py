@@ -154,6 +154,44 @@ def test_splits_are_disjoint_by_image_and_share_distortions(pristine, labels):
         assert torch.equal(val[i]["dist"], everything[image * 125 + i]["dist"])
 
 
+def test_a_pristine_list_keeps_the_validation_pairs_of_a_thinned_folder(tmp_path, pristine, labels):
+    names = sorted(p.name for p in pristine.iterdir() if p.suffix != ".txt")
+    (tmp_path / "list.txt").write_text("\n".join(names) + "\n")
+    manifest = tmp_path / "manifest.csv"  # the photographs' manifest.csv form: a CSV with a 'file' column
+    manifest.write_text("file,source\n" + "".join(f"{n},made here\n" for n in names))
+    full_val = make(pristine, labels, split="val", val_fraction=0.25, train=False)
+    full_train = make(pristine, labels, split="train", val_fraction=0.25, epoch_length=6)
+    (val_name,) = [p.name for p in full_val.images]
+    thinned = tmp_path / "thinned"
+    thinned.mkdir()
+    kept = [val_name] + [p.name for p in full_train.images][1:]  # one training image left out
+    for name in kept:
+        (thinned / name).write_bytes((pristine / name).read_bytes())
+    for listing in (tmp_path / "list.txt", manifest):
+        val = make(thinned, labels, split="val", val_fraction=0.25, train=False, pristine_list=listing)
+        assert [p.name for p in val.images] == [val_name] and val.listed == N_IMAGES
+        for i in (0, 52, 124):  # the same distorted images, seeded by the position in the full list
+            assert torch.equal(val[i]["dist"], full_val[i]["dist"])
+        train = make(thinned, labels, split="train", val_fraction=0.25, epoch_length=6, pristine_list=listing)
+        assert [p.name for p in train.images] == [p.name for p in full_train.images][1:]
+        assert f"2 pristine images in the folder, of {N_IMAGES} in {listing}" in repr(train)
+    no_val = tmp_path / "no_val"
+    no_val.mkdir()
+    for name in kept[1:]:
+        (no_val / name).write_bytes((pristine / name).read_bytes())
+    with pytest.raises(ValueError, match=f"1 images of the 'val' split .* are not in .*{val_name}"):
+        make(no_val, labels, split="val", val_fraction=0.25, train=False, pristine_list=manifest)
+    (thinned / "extra.png").write_bytes((pristine / names[0]).read_bytes())
+    with pytest.raises(ValueError, match="not named in the pristine list .*extra.png"):
+        make(thinned, labels, split="train", val_fraction=0.25, pristine_list=manifest)
+    for text, match in (("a.png\na.png\n", "named twice"), ("sub/a.png\n", "without folders"), ("\n", "names none")):
+        (tmp_path / "bad.txt").write_text(text)
+        with pytest.raises(ValueError, match=match):
+            make(thinned, labels, pristine_list=tmp_path / "bad.txt")
+    with pytest.raises(FileNotFoundError, match="pristine list .* does not exist"):
+        make(thinned, labels, pristine_list=tmp_path / "missing.txt")
+
+
 def test_continuous_levels_interpolate_the_labels(pristine, labels):
     data = make(pristine, labels, epoch_length=40, continuous_levels=True)
     table = kadid_calibration(labels)

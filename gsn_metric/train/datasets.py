@@ -55,7 +55,7 @@ from torch.utils.data import Dataset
 from ..images import load_image
 from ..patches import PATCH_SIZE, extract_patches, paired_random_crop
 from .distortions import NAMES
-from .pairs import Pair, Split, check_image, split_by_reference
+from .pairs import PRISTINE_LIST_HELP, Pair, Split, check_image, split_by_reference
 
 if TYPE_CHECKING:
     from .synthetic import SyntheticKADID
@@ -380,6 +380,7 @@ def add_dataset_arguments(parser: argparse.ArgumentParser, *, training: bool = T
     g.add_argument("--lower-is-better", action="store_true",
                    help="for --dataset csv: its scores are higher = worse (DMOS-like) and are flipped")
     g.add_argument("--pristine", help="for synthetic-kadid: folder of pristine reference images")
+    g.add_argument("--pristine-list", help="for synthetic-kadid: " + PRISTINE_LIST_HELP)
     if training:
         g.add_argument("--epoch-length", type=int, default=None,
                        help="for synthetic-kadid: training pairs per epoch (None: #images x 25 types x 5 levels)")
@@ -423,7 +424,8 @@ def open_dataset(args: argparse.Namespace, split: Split, train: bool) -> RatedPa
                               seed=args.seed, val_fraction=args.val_fraction,
                               epoch_length=getattr(args, "epoch_length", None),
                               continuous_levels=getattr(args, "continuous_levels", False), type_weights=weights,
-                              resize_short=KADID_SHORT_SIDE if args.resize_short is None else args.resize_short or None)
+                              resize_short=KADID_SHORT_SIDE if args.resize_short is None else args.resize_short or None,
+                              pristine_list=getattr(args, "pristine_list", None))
     if args.root is None and args.dataset != "csv":
         raise ValueError(f"--dataset {args.dataset} needs --root (the folder holding the images)")
     if args.dataset == "csv" and args.labels is None:

@@ -81,7 +81,7 @@ _RESUMABLE_CHANGES = {"epochs", "workers", "device", "resume", "max_steps", "val
 # Flags that may not: they change the train/val split, the validation items or the patch size, so the run
 # would train on what it validated on before, and its "best" would compare scores of different val sets.
 _FIXED_ON_RESUME = {"dataset", "seed", "draw_offset", "val_fraction", "patch_size", "lower_is_better",
-                    "type_weights", "resize_short"}
+                    "type_weights", "resize_short", "pristine_list"}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -595,7 +595,9 @@ def _describe(dataset: RatedPairs, args: argparse.Namespace) -> str:
     """Free-text ``training_data`` for the weights' metadata."""
     title = getattr(dataset, "title", args.dataset)
     split = "all pairs" if args.val_fraction == 0 else f"train split, {1 - args.val_fraction:.0%} of references"
-    return f"{title} ({len(dataset)} pairs, {split}, seed {args.seed})"
+    refs = getattr(dataset, "references", None)  # fewer than the split's share when --pristine-list left some out
+    count = "" if refs is None else f", {len(refs)} reference images"
+    return f"{title} ({len(dataset)} pairs, {split}{count}, seed {args.seed})"
 
 
 def _summary(record: dict[str, Any]) -> str:

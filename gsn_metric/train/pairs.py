@@ -14,7 +14,7 @@ from typing import Literal
 import numpy as np
 from PIL import Image
 
-__all__ = ["Pair", "Split", "check_image", "split_by_reference"]
+__all__ = ["PRISTINE_LIST_HELP", "Pair", "Split", "check_image", "split_by_reference"]
 
 Split = Literal["train", "val", "all"]
 
@@ -46,6 +46,13 @@ def check_image(path: Path) -> tuple[str | None, tuple[int, int] | None]:
     except Exception as err:  # noqa: BLE001 (Pillow raises many types for damaged files: all mean unreadable)
         return f"cannot be read as an image ({type(err).__name__}: {err})", None
     return None, size
+
+
+# --pristine-list (synthetic KADID): the split is computed over a list of names rather than a folder's contents.
+PRISTINE_LIST_HELP = ("a file naming every pristine image, one per line (or a CSV with a 'file' column, such as "
+                      "the photographs' manifest.csv): the split and the validation pairs are computed over it, "
+                      "so --pristine may hold only some of the training images and still validate on the same "
+                      "pairs")
 
 
 def split_by_reference(pairs: Sequence[Pair], split: Split, val_fraction: float, seed: int) -> list[Pair]:

@@ -64,10 +64,10 @@ from ..images import load_image
 from ..patches import PATCH_SIZE, extract_patches, paired_random_crop
 from .calibration import Calibration, human_score, kadid_calibration
 from .distortions import DISTORTIONS, NAMES, distort
-from .pairs import Pair, Split, check_image, split_by_reference
+from .pairs import PRISTINE_LIST_HELP, Pair, Split, check_image, split_by_reference
 
 __all__ = ["KADID_SHORT_SIDE", "SyntheticKADID", "add_arguments", "find_images", "main", "parse_levels",
-           "parse_type_weights", "synthesize"]
+           "parse_type_weights", "read_pristine_list", "synthesize"]
 
 KADID_SHORT_SIDE = 384
 LEVELS = (1, 2, 3, 4, 5)
@@ -93,6 +93,40 @@ def find_images(folder: str | os.PathLike) -> list[Path]:
     if not folder.is_dir():
         raise FileNotFoundError(f"pristine image folder {folder} does not exist")
     return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def read_pristine_list(path: str | os.PathLike) -> list[str]:
+    """The image file names a pristine list holds: one name per line, or the ``file`` column of a CSV whose
+    header has one (the pristine folder's ``manifest.csv``). Blank lines are skipped; names must be unique and
+    plain (no folders)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"pristine list {path} does not exist (one image file name per line, or a CSV "
+                                f"with a 'file' column)")
+    lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    if lines and "file" in next(csv.reader([lines[0]])):
+        names = [row["file"].strip() for row in csv.DictReader(lines)]
+    else:
+        names = lines
+    bad = [n for n in names if not n or Path(n).name != n]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if bad or duplicates or not names:
+        raise ValueError(f"pristine list {path} must name image files, each once, without folders"
+                         + (f"; not plain names: {bad[:5]}" if bad else "")
+                         + (f"; named twice: {duplicates[:5]}" if duplicates else "")
+                         + ("; it names none" if not names else ""))
+    return names
+
+
+def _listed_images(folder: Path, list_file: str | os.PathLike, present: Sequence[Path]) -> list[Path]:
+    """Every image ``list_file`` names, as paths in ``folder`` sorted like :func:`find_images` (present or not);
+    an image in the folder that the list does not name is refused rather than silently left out."""
+    listed = {folder / name for name in read_pristine_list(list_file)}
+    unlisted = [p.name for p in present if p not in listed]
+    if unlisted:
+        raise ValueError(f"{len(unlisted)} images in {folder} are not named in the pristine list {list_file} "
+                         f"(e.g. {unlisted[:3]}): add them to the list, or remove them from the folder")
+    return sorted(listed)
 
 
 def _check_pristine(paths: Sequence[Path], min_side: int, folder: Path) -> None:
@@ -162,6 +196,21 @@ def prepare_reference(img: torch.Tensor, resize_short: int | None = KADID_SHORT_
     return (img * 255).round() / 255
 
 
+def _present_of_split(kept: list[Pair], present: set[Path], split: Split, folder: Path,
+                      list_file: str | os.PathLike) -> list[Pair]:
+    """The listed images of a split that are in the folder. Training may lack some (it draws from those there);
+    evaluation may not: its pairs are every (image, type, level) of the split, so a missing one would change them."""
+    missing = [p.ref.name for p in kept if p.ref not in present]
+    if missing and split != "train":
+        raise ValueError(f"{len(missing)} images of the '{split}' split named in {list_file} are not in {folder} "
+                         f"(e.g. {missing[:3]}): its evaluation pairs are made from every one of them; copy them "
+                         f"in (only training images may be left out)")
+    kept = [p for p in kept if p.ref in present]
+    if not kept:
+        raise ValueError(f"none of the '{split}' split's images named in {list_file} is in {folder}")
+    return kept
+
+
 class SyntheticKADID(Dataset):
     """KADID-10k-style (reference, distorted) pairs made on the fly from pristine images; items and decisions as
     in the module docstring.
@@ -182,8 +231,13 @@ class SyntheticKADID(Dataset):
         type_weights: relative frequency of each type in training, ``{type number or name: weight}`` (types not
             named: 0) or 25 numbers; types of weight 0 are also left out of evaluation. None: all equal.
         resize_short: shorter side pristine images are downscaled to (None: keep their size).
+        pristine_list: a file naming every image of the data set (:func:`read_pristine_list`), present in the
+            folder or not; the split and the evaluation seeds are computed over the list, so a folder holding
+            only some training images gives the same validation pairs as the full one (a smaller upload to a
+            GPU machine). Validation images must all be there. None: the folder's images are the list.
 
-    Attributes: ``images`` (this split's pristine files), ``references`` (the same), ``table`` (the
+    Attributes: ``images`` (this split's pristine files, those in the folder), ``listed`` (the number of
+    images the split was computed over), ``references`` (the same as ``images``), ``table`` (the
     calibration), ``types`` (types in use), ``title``, ``score_name``, ``score_range`` (1, 5),
     ``source_direction``, ``label_file``, ``train``, ``patch_size``, ``seed``, ``epoch``.
     """
@@ -207,6 +261,7 @@ class SyntheticKADID(Dataset):
         continuous_levels: bool = False,
         type_weights: Mapping[int | str, float] | Sequence[float] | None = None,
         resize_short: int | None = KADID_SHORT_SIDE,
+        pristine_list: str | os.PathLike | None = None,
     ) -> None:
         if resize_short is not None and resize_short < patch_size:
             raise ValueError(f"resize_short {resize_short} is smaller than the {patch_size}-pixel patch")
@@ -214,10 +269,15 @@ class SyntheticKADID(Dataset):
         self.types = [t for t in DISTORTIONS if self.weights[t - 1] > 0]
         self.table = _load_labels(labels_file, self.types)
         self.label_file = Path(labels_file)  # type: ignore[arg-type]  # _load_labels refused None
-        everything = find_images(pristine_dir)
-        _check_pristine(everything, patch_size, Path(pristine_dir))
+        folder = Path(pristine_dir)
+        present = find_images(folder)
+        everything = present if pristine_list is None else _listed_images(folder, pristine_list, present)
+        _check_pristine(present, patch_size, folder)
         pseudo_pairs = [Pair(p, p, math.nan, "pristine", i) for i, p in enumerate(everything)]
         kept = split_by_reference(pseudo_pairs, split, val_fraction, seed)
+        self.listed, self.pristine_list = len(everything), pristine_list
+        if pristine_list is not None:
+            kept = _present_of_split(kept, set(present), split, folder, pristine_list)
         self.images = [p.ref for p in kept]
         self._ids = [p.line for p in kept]  # position among all images: evaluation seeds do not depend on the split
         if epoch_length is not None and epoch_length < 1:
@@ -291,7 +351,8 @@ class SyntheticKADID(Dataset):
             mode = f"{len(self)} random pairs per epoch, {levels}, train crops"
         else:
             mode = f"{len(self)} pairs (every type and level), five patches"
-        return (f"SyntheticKADID({len(self.images)} pristine images, {len(self.types)} types, {mode} "
+        listed = "" if self.pristine_list is None else f" in the folder, of {self.listed} in {self.pristine_list}"
+        return (f"SyntheticKADID({len(self.images)} pristine images{listed}, {len(self.types)} types, {mode} "
                 f"{self.patch_size}px, scores {self.score_name} {self.score_range}, labels {self.label_file})")
 
 
@@ -366,6 +427,7 @@ def synthesize(
     references: int | None = None,
     workers: int = 0,
     progress: bool = True,
+    pristine_list: str | os.PathLike | None = None,
 ) -> Path:
     """Write a KADID-10k-layout data set made from ``pristine_dir``; returns its label file.
 
@@ -375,11 +437,12 @@ def synthesize(
     ``out/references.csv`` (``Irr`` → the pristine file it came from). ``--dataset kadid10k --root out`` reads
     it. The images equal the evaluation items of ``SyntheticKADID(pristine_dir, labels_file, split=split,
     val_fraction=val_fraction, seed=seed)``: ``split="val"`` writes the pairs a training run with the same
-    ``val_fraction`` and ``seed`` validates on; ``references=K`` only the first K photographs of the split.
+    ``val_fraction`` and ``seed`` validates on; ``references=K`` only the first K photographs of the split;
+    ``pristine_list`` as :class:`SyntheticKADID`'s.
     """
     # patch_size 1: any image is big enough to be written; training with it checks sizes again.
     data = SyntheticKADID(pristine_dir, labels_file, split=split, val_fraction=val_fraction, train=False,
-                          patch_size=1, seed=seed, resize_short=resize_short)
+                          patch_size=1, seed=seed, resize_short=resize_short, pristine_list=pristine_list)
     if references is not None:
         if references < 1:
             raise ValueError(f"references must be at least 1, got {references}")
@@ -425,6 +488,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "the pairs it validated on")
     parser.add_argument("--val-fraction", type=float, default=0.1, help="as fit's --val-fraction (with --split)")
     parser.add_argument("--references", type=int, help="only the first K photographs of the split")
+    parser.add_argument("--pristine-list", help=PRISTINE_LIST_HELP)
     parser.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1),
                         help="worker processes distorting images (0: the main process)")
 
@@ -433,6 +497,6 @@ def main(args: argparse.Namespace) -> int:
     """Run ``synthesize`` as the flags say; 0 on success."""
     labels = synthesize(args.pristine, args.labels, args.out, levels=args.levels, seed=args.seed,
                         resize_short=args.resize_short or None, split=args.split, val_fraction=args.val_fraction,
-                        references=args.references, workers=args.workers)
+                        references=args.references, workers=args.workers, pristine_list=args.pristine_list)
     print(f"wrote {labels} (train with: --dataset kadid10k --root {args.out})")
     return 0
