@@ -74,25 +74,7 @@ prepare)  # here: copy what the device machine lacks into .gpu/ (.gitignore'd), 
     limit=$((64 * 1024 * 1024))
     # over the limit: leave training photographs behind (seeded order, never a validation one) until it fits,
     # with 256 KiB to spare; the list keeps the split and the validation pairs as they are with all 239
-    python3 - "$GPU" "$VAL_FRACTION" $((limit - 256 * 1024 - tree)) <<'EOF'
-import random, sys
-from pathlib import Path
-from gsn_metric.train.synthetic import SyntheticKADID
-gpu, val_fraction, room = Path(sys.argv[1]), float(sys.argv[2]), int(sys.argv[3])
-used = sum(p.stat().st_size for p in gpu.rglob("*") if p.is_file())
-train = SyntheticKADID(gpu / "pristine", gpu / "KADID-10k.csv", split="train", train=True, seed=0,
-                       val_fraction=val_fraction, pristine_list=gpu / "pristine-list.txt").images
-order = sorted(train)
-random.Random(0).shuffle(order)
-left = 0
-while used > room and left < len(order) - 1:
-    used -= order[left].stat().st_size
-    order[left].unlink()
-    left += 1
-if left:
-    print(f"left {left} of the {len(train)} training photographs behind to fit the call "
-          f"({len(train) - left} travel, and every validation one)")
-EOF
+    python3 benchmarks/thin_pristine.py "$GPU" --val-fraction "$VAL_FRACTION" --room $((limit - 256 * 1024 - tree))
     carried=$(du -sb "$GPU" | cut -f1)
     echo "a call carries $(( (tree + carried) / 1024 )) KiB: working tree $(( tree / 1024 )) KiB + $GPU $(( carried / 1024 )) KiB;" \
          "the limit is $(( limit / 1024 )) KiB ($(( (limit - tree - carried) / 1024 )) KiB left)"

@@ -5,6 +5,7 @@ protocol at toy size."""
 from __future__ import annotations
 
 import argparse
+import csv
 import importlib.util
 import json
 import os
@@ -13,13 +14,16 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
 
 import gsn_metric
+from gsn_metric.train.distortions import NAMES
+from gsn_metric.train.synthetic import SyntheticKADID
 
-from .train_fixtures import make_kadid_like
+from .train_fixtures import make_kadid_like, reference_image
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
@@ -231,3 +235,33 @@ def test_gpu_release_script_parses_and_refuses_an_unknown_stage(tmp_path):
     done = subprocess.run(["bash", str(script), "no-such-stage"], check=False, capture_output=True, text=True,
                           env={**os.environ, "OUT": str(tmp_path / "out"), "RUN": str(tmp_path / "run")})
     assert done.returncode == 2 and "unknown stage no-such-stage" in done.stderr
+
+
+def test_thin_pristine_leaves_training_photographs_behind_and_keeps_the_validation_ones(tmp_path):
+    gpu = tmp_path / ".gpu"
+    (gpu / "pristine").mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for i in range(10):
+        Image.fromarray(reference_image(rng, 40)).save(gpu / "pristine" / f"p{i}.png")
+    (gpu / "pristine-list.txt").write_text("".join(f"p{i}.png\n" for i in range(10)))
+    with open(gpu / "KADID-10k.csv", "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["dis_img_path", "dis_type", "ref_img_path", "score"])
+        writer.writerows([f"KADID-10k/images/I01_{t:02d}_{lv:02d}.png", NAMES[t], "KADID-10k/images/I01.png",
+                          f"{5 - 0.8 * lv:.2f}"] for t in range(1, 26) for lv in range(1, 6))
+    kw = {"split": "val", "val_fraction": 0.2, "seed": 0, "train": False, "patch_size": 32}
+    before = SyntheticKADID(gpu / "pristine", gpu / "KADID-10k.csv", **kw)
+    thin = load_script("thin_pristine")
+    size = thin.folder_bytes(gpu)
+    one = max(p.stat().st_size for p in (gpu / "pristine").iterdir())
+    assert thin.main([str(gpu), "--val-fraction", "0.2", "--room", str(size)]) == 0  # fits: nothing to do
+    assert len(list((gpu / "pristine").iterdir())) == 10
+    assert thin.main([str(gpu), "--val-fraction", "0.2", "--room", str(size - 3 * one)]) == 0
+    there = sorted(p.name for p in (gpu / "pristine").iterdir())
+    assert 3 <= 10 - len(there) < 8 and thin.folder_bytes(gpu) <= size - 3 * one
+    after = SyntheticKADID(gpu / "pristine", gpu / "KADID-10k.csv", pristine_list=gpu / "pristine-list.txt", **kw)
+    assert after.images == before.images and {p.name for p in before.images} <= set(there)
+    assert torch.equal(after[7]["dist"], before[7]["dist"])
+    # never the validation photographs, nor the last training one: a folder that cannot fit says so
+    assert thin.main([str(gpu), "--val-fraction", "0.2", "--room", "1"]) == 1
+    assert len(list((gpu / "pristine").iterdir())) == 3
