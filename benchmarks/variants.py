@@ -11,7 +11,9 @@ beforehand, the same for all), and against the FIRST variant: largest and mean |
 the two score lists. ``--json`` keeps every variant's scores as soon as it finishes, and a rerun with the same
 file skips variants already in it (a long CPU run can be cut and continued). ``--no-cpu-bf16`` runs every
 variant as on a CPU without native bfloat16 (int8's float layers in fp32, bf16 refused); its variants are
-labelled so in the table and the JSON. Needs the ``train`` extra (scipy).
+labelled so in the table and the JSON. ``onnx=fp32`` and ``onnx=int8`` score with ONNX Runtime on the
+exported network (``gsn_metric.onnx_export``, the mean of the five patches' scores; needs the ``onnx`` extra).
+Needs the ``train`` extra (scipy).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import argparse
 import json
 import platform
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -30,6 +33,7 @@ import torch
 import gsn_metric.precision
 from gsn_metric import GSNScore
 from gsn_metric.images import load_image
+from gsn_metric.patches import extract_patches
 from gsn_metric.train.datasets import load_dataset
 from gsn_metric.train.evaluate import breakdown, score_change
 
@@ -51,7 +55,29 @@ def parse_variant(spec: str) -> tuple[dict[str, Any], bool]:
     return kwargs, flip
 
 
-def score_all(metric: GSNScore, flip: bool, images: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[list[float], float]:
+class OnnxScorer:
+    """ONNX Runtime on the exported network, called like GSNScore on one 3×H×W pair: five patches' mean."""
+
+    def __init__(self, weights: str | None, kind: str, folder: Path) -> None:
+        if kind not in ("fp32", "int8"):
+            raise SystemExit(f"onnx={kind}: use onnx=fp32 or onnx=int8")
+        import onnxruntime as ort
+
+        from gsn_metric.onnx_export import export_onnx
+        from gsn_metric.weights import load_model
+
+        self.patch_size = load_model(weights)[1].patch_size
+        path = export_onnx(folder / f"gsn-{kind}.onnx", weights, int8=kind == "int8")
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = torch.get_num_threads()
+        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+    def __call__(self, ref: torch.Tensor, dist: torch.Tensor) -> torch.Tensor:
+        r, d = (extract_patches(x[None], "five", self.patch_size)[0] for x in (ref, dist))
+        return torch.from_numpy(self.session.run(["score"], {"ref": r.numpy(), "dist": d.numpy()})[0]).mean()
+
+
+def score_all(metric: GSNScore | OnnxScorer, flip: bool, images: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[list[float], float]:
     """Every pair's score and the seconds spent scoring."""
     scores, seconds = [], 0.0
     with torch.inference_mode():
@@ -99,8 +125,11 @@ def main(argv: list[str] | None = None) -> int:
     for spec, (kwargs, flip) in zip(specs, parsed):
         if spec in done:
             continue
-        metric = GSNScore(args.weights, device="cpu", **kwargs)
-        scores, seconds = score_all(metric, flip, images)
+        if "onnx" in kwargs:
+            with tempfile.TemporaryDirectory() as tmp:
+                scores, seconds = score_all(OnnxScorer(args.weights, kwargs["onnx"], Path(tmp)), flip, images)
+        else:
+            scores, seconds = score_all(GSNScore(args.weights, device="cpu", **kwargs), flip, images)
         done[spec] = {"scores": scores, "ms_per_pair": 1e3 * seconds / len(pairs)}
         print(f"{spec}: {done[spec]['ms_per_pair']:.0f} ms/pair", flush=True)
         if args.json:

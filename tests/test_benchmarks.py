@@ -265,3 +265,19 @@ def test_thin_pristine_leaves_training_photographs_behind_and_keeps_the_validati
     # never the validation photographs, nor the last training one: a folder that cannot fit says so
     assert thin.main([str(gpu), "--val-fraction", "0.2", "--room", "1"]) == 1
     assert len(list((gpu / "pristine").iterdir())) == 3
+
+
+def test_variants_scores_with_onnx_runtime_as_torch_does(tmp_path, tiny_weights, capsys):
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxscript")
+    make_kadid_like(tmp_path, n_refs=1, size=64)
+    variants = load_script("variants")
+    out_json = tmp_path / "v.json"
+    assert variants.main(["--root", str(tmp_path), "--weights", tiny_weights, "--json", str(out_json),
+                          "--variant", "default", "--variant", "onnx=fp32"]) == 0
+    done = json.loads(out_json.read_text())
+    assert len(done["onnx=fp32"]["scores"]) == 6
+    assert max(abs(a - b) for a, b in zip(done["default"]["scores"], done["onnx=fp32"]["scores"])) < 1e-4
+    assert "| onnx=fp32 | 6 |" in capsys.readouterr().out
+    with pytest.raises(SystemExit, match="onnx=int8"):
+        variants.main(["--root", str(tmp_path), "--weights", tiny_weights, "--variant", "onnx=fp16"])
