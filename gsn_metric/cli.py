@@ -73,7 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--precision", choices=PRECISIONS, default="fp32",
                    help="arithmetic: fp32 (default: the same scores on every machine); bf16 (GPUs and CPUs with "
                         "native bfloat16): about 2× faster on a CPU, scores move by up to about 0.02, for ranking "
-                        "many outputs; int8 (CPU, experimental): about 3× faster, scores move by up to "
+                        "many outputs; int8 (CPU, experimental): about 2.8× faster, scores move by up to "
                         "about 0.5, see README 'Precision'")
     p.add_argument("--format", choices=("text", "csv", "json"), default="text", help="output format (default text)")
     p.add_argument("--map", metavar="PNG|DIR",

@@ -129,6 +129,7 @@ class SiameseBranch(nn.Module):
     def __init__(self, config: GSNConfig) -> None:
         super().__init__()
         self.stem = _cdc_bn_relu(3, config.stem, config.theta)
+        self.input_channels = 3  # more after pad_channels(inputs=...): the image gets zero channels appended
         blocks = []
         cin = config.stem
         for widths, k in zip(config.blocks, config.attention_kernels):
@@ -145,6 +146,8 @@ class SiameseBranch(nn.Module):
 
     def features(self, x: torch.Tensor) -> list[torch.Tensor]:
         """The stem's full-resolution output, then the (low, mid, high) features that :meth:`forward` returns."""
+        if self.input_channels > 3:  # a plain int, not the tensor's shape: FX (int8) traces through it
+            x = F.pad(x, (0, 0, 0, 0, 0, self.input_channels - 3))
         x = self.stem(x)
         levels = [x]
         for block in self.blocks:
@@ -253,16 +256,24 @@ class GSN(nn.Module):
         return folded
 
     @torch.no_grad()
-    def pad_channels(self, multiple: int = 8) -> GSN:
+    def pad_channels(self, multiple: int = 8, inputs: int = 3) -> GSN:
         """A copy of a folded network whose inner block widths (the paper's 204, 153, 179) are padded with zero
         channels up to multiples of ``multiple``, the shapes GPU tensor cores tile; same scores.
 
         Exact: a padded channel has zero weights and bias, so it is 0 after ReLU, and the next convolution's
         weights for it are 0. Only widths inside a block are padded: block outputs feed the attention's channel
-        mean and the fusion, where a zero channel would change the result."""
+        mean and the fusion, where a zero channel would change the result. ``inputs`` (e.g. 4 or 8): the stem
+        takes that many channels, the image's 3 and zero ones the branch appends (zero weights: exact too);
+        inputs stay 3-channel images either way."""
         if any(isinstance(m, (CDCConv2d, nn.BatchNorm2d)) for m in self.modules()):
             raise ValueError("pad_channels works on a folded network: call fold() first")
         padded = copy.deepcopy(self)
+        stem = padded.branch.stem[0]
+        assert isinstance(stem, nn.Conv2d)
+        if inputs < stem.in_channels:
+            raise ValueError(f"inputs={inputs}: the stem already takes {stem.in_channels} channels")
+        padded.branch.stem[0] = _widen(stem, 0, inputs - stem.in_channels)
+        padded.branch.input_channels = inputs
         for block in padded.branch.blocks:
             assert isinstance(block, nn.Sequential)
             layers = [layer for layer in block if isinstance(layer, nn.Sequential)]  # (conv, ReLU) pairs

@@ -6,10 +6,11 @@
   depend on the GPU that computed it (LPIPS and DISTS give the same numbers everywhere; so must we).
 * ``"bf16"``: ``torch.autocast`` with bfloat16 on CPU or CUDA; the fusion's resize and the FC head stay in
   float32 (``model.py``). Fast on GPUs and on CPUs with native bfloat16 (AVX512-BF16 or AMX); elsewhere
-  oneDNN emulates it, slower than float32, so it is refused there rather than silently slow.
+  oneDNN emulates it, slower than float32, so it is refused there rather than silently slow (and on GPUs
+  older than Ampere, which emulate it too).
 * ``"int8"``: post-training static quantisation of the folded network's branch (``quantize.py``): CPU only,
   no gradients, experimental: the stem and first block in int8, the rest float (bf16 where the CPU has it);
-  about 3× fp32 on a 2-core Zen 4, and on 375 held-out synthetic KADID pairs SRCC 0.8759 against fp32's
+  2.8× fp32 on a 2-core Zen 4, and on 375 held-out synthetic KADID pairs SRCC 0.8759 against fp32's
   0.8794 (scores moved by up to 0.52).
 
 How far each one moves scores, and how fast it is, is measured in ``benchmarks/speed.py`` and the README.
@@ -55,6 +56,11 @@ def cpu_has_fast_bf16() -> bool:
     return cpu_has("avx512_bf16", "amx_bf16", "bf16")
 
 
+def has_x86_int8() -> bool:
+    """Whether this PyTorch build has the x86 (fbgemm + oneDNN) quantised kernels that int8 runs on."""
+    return "x86" in torch.backends.quantized.supported_engines
+
+
 def check_precision(precision: str, device: torch.device, *, differentiable: bool = False) -> None:
     """Refuse, with the reason and what to use instead, a precision the device cannot run fast or at all.
 
@@ -67,7 +73,14 @@ def check_precision(precision: str, device: torch.device, *, differentiable: boo
             f"precision='bf16' on the CPU needs native bfloat16 (AVX512-BF16 or AMX on x86, BF16 on ARM); "
             f"{cpu} does not report it, and emulated bfloat16 is slower than float32. Use precision='fp32', "
             "or precision='int8' for speed on the CPU")
+    if precision == "bf16" and device.type == "cuda" and torch.cuda.get_device_capability(device) < (8, 0):
+        raise ValueError(
+            f"precision='bf16' on CUDA needs native bfloat16 (compute capability 8.0, Ampere, or newer); "
+            f"{torch.cuda.get_device_name(device)} would emulate it, slower than float32. Use precision='fp32'")
     if precision == "int8":
+        if not has_x86_int8():
+            raise ValueError("precision='int8' needs PyTorch's x86 quantised kernels, which this build "
+                             f"({platform.machine()}) lacks; use precision='fp32' (or 'bf16' where supported)")
         if device.type != "cpu":
             raise ValueError(f"precision='int8' runs on the CPU only (the x86/oneDNN quantised kernels), not on "
                              f"{device}; use precision='bf16' on a GPU, or device='cpu'")

@@ -43,6 +43,20 @@ def test_bf16_refused_on_a_cpu_without_native_bfloat16(monkeypatch, tiny_weights
         GSNScore(tiny_weights, device="cpu", precision="bf16")
 
 
+def test_bf16_refused_on_a_gpu_without_native_bfloat16_and_int8_without_x86_kernels(monkeypatch):
+    # no GPU needed: the check reads the device's compute capability, which is faked here (a Turing card)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (7, 5))
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "Tesla T4")
+    with pytest.raises(ValueError, match="Ampere.*Tesla T4 would emulate it"):
+        P.check_precision("bf16", torch.device("cuda"))
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (9, 0))
+    P.check_precision("bf16", torch.device("cuda"))  # a Hopper card: accepted
+    assert P.has_x86_int8()  # this project's CPU build has them; an ARM build would not
+    monkeypatch.setattr(P, "has_x86_int8", lambda: False)
+    with pytest.raises(ValueError, match="x86 quantised kernels"):
+        P.check_precision("int8", torch.device("cpu"))
+
+
 def test_precision_is_checked_again_where_the_module_runs(monkeypatch, tiny_weights):
     # built where bf16 is fast, then run where it is not (as after .to(device)): refused, not slowly emulated
     monkeypatch.setattr(P, "cpu_has_fast_bf16", lambda: True)
@@ -171,11 +185,30 @@ def test_padded_channels_give_the_same_scores(tiny_model):
         new = [layer[0].out_channels for layer in after if isinstance(layer, torch.nn.Sequential)]
         assert all(w % 4 == 0 for w in new[:-1]) and new[-1] == old[-1]  # block outputs stay as they are
     assert [6, 8, 6] == [layer[0].out_channels for layer in net.branch.blocks[0][:3]]  # TINY: 6 is padded to 8
+    wide_input = net.pad_channels(8, inputs=8)  # the image's 3 channels and 5 zero ones into the stem
+    assert wide_input.branch.stem[0].in_channels == 8 and net.branch.stem[0].in_channels == 3
     ref, dist = pairs(3, 32)
     with torch.no_grad():
-        assert torch.allclose(padded(ref, dist), net(ref, dist), atol=1e-5, rtol=0)
+        expected = net(ref, dist)
+        assert torch.allclose(padded(ref, dist), expected, atol=1e-5, rtol=0)
+        assert torch.allclose(wide_input(ref, dist), expected, atol=1e-5, rtol=0)
     with pytest.raises(ValueError, match="fold"):
         tiny_model.pad_channels(4)
+    with pytest.raises(ValueError, match="already takes 8"):
+        wide_input.pad_channels(8, inputs=4)
+
+
+def test_padding_is_exact_on_the_default_weights():
+    # the widths the tiny network has are not the paper's 204/153/179: check the shipped network itself
+    from gsn_metric.weights import load_model
+
+    net = load_model(None)[0].fold().eval()
+    ref, dist = pairs(1, 192)
+    with torch.no_grad():
+        expected = net(ref, dist)
+        padded = net.pad_channels(8, inputs=8)
+        assert [layer[0].out_channels for layer in padded.branch.blocks[0][:3]] == [128, 208, 128]
+        assert torch.allclose(padded(ref, dist), expected, atol=1e-5, rtol=0)
 
 
 def test_onnx_export_matches_torch(tmp_path, tiny_weights):
