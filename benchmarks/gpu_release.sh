@@ -91,12 +91,14 @@ import torch; print("torch", torch.__version__, "cuda", torch.cuda.is_available(
 EOF
     rm -rf "$RUN" && mkdir -p "$RUN"
     # 0. the training step's candidates (fit --speedups), each checked against eager, the fastest chosen; any
-    #    failure of the probe itself falls back to eager
+    #    failure of the probe itself falls back to eager. --profile: where the eager step's time goes at full
+    #    scale (issue 17's table; one profiled step, seconds)
     if [[ $SPEEDUPS == auto ]]; then
         : > "$RUN/speedups.txt"
         if [[ $STEP_PROBE != 0 ]]; then
             python3 benchmarks/train_step.py --device "$DEVICE" "${model_flags[@]}" --batch-size "$BATCH" \
-                --patch-size 192 --anchor-weight "$ANCHOR" --seconds "$STEP_PROBE" --choose "$RUN/speedups.txt" \
+                --patch-size 192 --anchor-weight "$ANCHOR" --profile \
+                --seconds "$STEP_PROBE" --choose "$RUN/speedups.txt" \
                 --json "$LOG/step_probe.json" 2>&1 | tee "$LOG/step_probe.md" \
                 || echo "step probe failed: eager" | tee -a "$LOG/step_probe.md"
         fi

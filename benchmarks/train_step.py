@@ -166,6 +166,7 @@ def _group(event: Any) -> str:
 
 def profile(args: argparse.Namespace, device: torch.device, speedups: tuple[str, ...]) -> list[list[str]]:
     """One step's self time by group (see the module docstring)."""
+    from torch.autograd import DeviceType
     from torch.profiler import ProfilerActivity
     from torch.profiler import profile as torch_profile
 
@@ -189,6 +190,10 @@ def profile(args: argparse.Namespace, device: torch.device, speedups: tuple[str,
     rows = [[k, f"{v / 1e3:.1f}", f"{v / total:.0%}"] for k, v in sorted(times.items(), key=lambda kv: -kv[1])]
     rows.append([f"all ops ({'GPU' if cuda else 'CPU'} self time); step wall time under the profiler",
                  f"{total / 1e3:.1f}; {wall * 1e3:.1f}", "100%"])
+    # what CUDA graphs could save is launch overhead: count the launches (on the CPU, the leaf ops that would be)
+    launches = sum(1 for e in prof.events() if e.device_type == DeviceType.CUDA) if cuda else \
+        sum(1 for e in prof.events() if e.name.startswith("aten::") and not e.cpu_children)
+    rows.append([f"{'GPU kernels' if cuda else 'leaf aten ops'} in the step", str(launches), ""])
     return rows
 
 
