@@ -573,7 +573,7 @@ def scoring_runs(work: Path, weights: str, other_weights: str, kills_wanted: int
     _, err = proc.communicate(timeout=300)
     check("resume with other pairs refused", proc.returncode == 1 and "does not list" in err, err)
 
-    rng, killed = random.Random(0), work / "killed.csv"
+    rng, killed, landed = random.Random(0), work / "killed.csv", 0
     for k in range(kills_wanted):
         before = max(0, len(killed.read_text().splitlines()) - 1) if killed.exists() else 0
         proc = _run_cli([*base, str(killed), "--resume"])
@@ -582,11 +582,14 @@ def scoring_runs(work: Path, weights: str, other_weights: str, kills_wanted: int
                 (not killed.exists() or len(killed.read_text().splitlines()) - 1 <= before):
             time.sleep(0.005)
         time.sleep(rng.uniform(0, 0.1))
-        if proc.poll() is None:
+        if proc.poll() is None:  # a run that ended before its kill is not counted as killed
             proc.kill()
+            landed += 1
         proc.communicate(timeout=60)
     _run_cli([*base, str(killed), "--resume"]).communicate(timeout=300)
-    check(f"{kills_wanted} kills then --resume equal an uninterrupted run", killed.read_text() == whole.read_text())
+    check(f"{kills_wanted} kills then --resume equal an uninterrupted run",
+          landed == kills_wanted and killed.read_text() == whole.read_text(),
+          f"{landed} of the {kills_wanted} runs were still running when killed")
 
     dead = work / "dead.csv"
     launcher = _run_cli([*base, str(dead)], procs=2)
