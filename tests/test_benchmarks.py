@@ -281,3 +281,17 @@ def test_variants_scores_with_onnx_runtime_as_torch_does(tmp_path, tiny_weights,
     assert "| onnx=fp32 | 6 |" in capsys.readouterr().out
     with pytest.raises(SystemExit, match="onnx=int8"):
         variants.main(["--root", str(tmp_path), "--weights", tiny_weights, "--variant", "onnx=fp16"])
+
+
+def test_padded_gpu_rows_builders_score_as_the_plain_network(tiny_weights):
+    # table 6's CUDA rows run only in a lease; the builders that need no CUDA are checked here
+    from gsn_metric import GSNScore
+
+    sp = load_script("speed_precision")
+    g = torch.Generator().manual_seed(0)
+    refs = torch.rand(2, 3, 48, 64, generator=g)
+    dists = (refs + 0.1 * torch.randn(refs.shape, generator=g)).clamp(0, 1)
+    plain = GSNScore(tiny_weights, device="cpu")(refs, dists)
+    for build in (sp._padded, sp._padded_input):
+        fn, note = build(GSNScore(tiny_weights, device="cpu"), refs, dists)
+        assert "exact" in note and torch.allclose(fn(), plain, atol=1e-5, rtol=0)
