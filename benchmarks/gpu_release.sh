@@ -37,6 +37,7 @@ BATCH=${BATCH:-32}
 LR=${LR:-1e-3}
 ANCHOR=${ANCHOR:-0}                         # --anchor-weight: the reference anchor of issue 16 (0: the paper's loss)
 ADVERSARIAL=${ADVERSARIAL:-0}               # --adversarial-weight: PGD-attacked pairs of issue 16 ((2+2)× a step)
+BENCH=${BENCH:-1}                           # all: 0 ends after installing (give RESERVE's bench time to training)
 VAL_FRACTION=${VAL_FRACTION:-0.05}          # 12 of the 239 photographs, 1,500 pairs: the CPU release's split
 RUN=${RUN:-/tmp/gsn-gpu-run}
 LOG=${LOG:-$RUN-logs}                       # the call's logs and tables, packed into OUT/logs.tar
@@ -156,6 +157,7 @@ s = r.get('steady', {'pairs_per_s': r['pairs_per_s'], 'after_s': 0}); print(s['p
     fi
     ;;&
 bench|all)
+    [[ $STAGE == all && $BENCH == 0 ]] && exit "${status:-0}"
     [[ $STAGE == bench ]] && install_wheels
     # the GPU-only tests first (seconds; TF32 immunity, bare-cuda resume, GPU = CPU scores): pytest is on the
     # device machine's image. Each part has a time limit of its own, so one that hangs leaves time to the next.
