@@ -147,7 +147,7 @@ s = r.get('steady', {'pairs_per_s': r['pairs_per_s'], 'after_s': 0}); print(s['p
     mkdir -p "$RUN/weights"
     if [[ ${status:-0} == 0 ]]; then
         cp "$OUT/weights/"* "$RUN/weights/"  # for bench on this machine
-    elif [[ $STAGE == all && -f $RUN/release/best.safetensors ]]; then
+    elif [[ $STAGE == all && $BENCH == 1 && -f $RUN/release/best.safetensors ]]; then
         # not installed: bench the trained candidate anyway (the GPU speed rows, GPU tests and as_loss's rows of
         # the anchored weights are worth having), then exit with the gate's status
         echo "not installed: bench runs on the candidate $RUN/release/best.safetensors" | tee -a "$LOG/release.log"
