@@ -7,8 +7,9 @@ only: the ONNX graph takes pairs), each row's arithmetic rate as a fraction of t
 the same precision (a 4096² matmul: ``torch.mm`` in fp32 / bf16, ``torch._int_mm`` in int8).
 
 CUDA (the lease's bench stage): fp32, bf16, both with the inner widths padded to multiples of 8
-(``GSN.pad_channels``; and with the stem's 3 input channels padded to 8 as well), CUDA graphs of a fixed batch shape, and ``torch.compile``; each row with its largest
-score difference from fp32 unpadded on the same pairs.
+(``GSN.pad_channels``; and with the stem's 3 input channels padded to 8 as well), CUDA graphs of a fixed
+batch shape, and ``torch.compile``; each row with its largest score difference from fp32 unpadded on the same
+pairs.
 """
 
 from __future__ import annotations
@@ -133,8 +134,7 @@ def cuda_rows(weights: str, setup: dict, timeit: Timer, make_pairs: MakePairs, r
     rows = []
     for precision in ("fp32", "bf16"):
         for name, build in (("", _plain), ("padded to 8", _padded), ("padded to 8, input too", _padded_input),
-                            ("CUDA graph", _graphed),
-                            ("torch.compile", _compiled)):
+                            ("CUDA graph", _graphed), ("torch.compile", _compiled)):
             label = f"{precision}, {name}" if name else precision
             try:  # a variant that fails is a row that says so, never the end of the lease's bench stage
                 metric = GSNScore(weights, device=device, batch_size=5 * pairs, precision=precision)  # type: ignore[arg-type]
