@@ -59,21 +59,28 @@ def peak_gflops(kind: str, device: torch.device, n: int = 4096) -> float:
     return 2 * n**3 / best / 1e9
 
 
+def onnx_session(weights: str | None, folder: Path, int8: bool) -> Any:
+    """An ONNX Runtime CPU session (torch's thread count) of ``weights``' network exported into ``folder``."""
+    import onnxruntime as ort
+
+    from gsn_metric.onnx_export import export_onnx
+
+    path = export_onnx(folder / f"gsn-{'int8' if int8 else 'fp32'}.onnx", weights, int8=int8)
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = torch.get_num_threads()
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
 def _onnx_sessions(weights: str, patch_size: int, folder: Path) -> dict[str, Any]:
     """ONNX Runtime sessions (fp32, int8) of the exported network, or a reason string where not possible."""
     try:
-        import onnxruntime as ort
-
-        from gsn_metric.onnx_export import export_onnx
+        import onnxruntime  # noqa: F401  -- without it, one row that says so
     except ImportError as err:
         return {"ONNX Runtime": f"not installed ({err.name}): pip install \"gsn-metric[onnx]\""}
     out: dict[str, Any] = {}
     for name, int8 in (("ONNX Runtime fp32", False), ("ONNX Runtime int8", True)):
         try:
-            path = export_onnx(folder / f"gsn-{'int8' if int8 else 'fp32'}.onnx", weights, int8=int8)
-            options = ort.SessionOptions()
-            options.intra_op_num_threads = torch.get_num_threads()
-            out[name] = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+            out[name] = onnx_session(weights, folder, int8)
         except Exception as err:  # noqa: BLE001 -- a failed export is a row that says so
             out[name] = f"failed: {type(err).__name__}: {err}"
     return out

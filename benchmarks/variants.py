@@ -37,6 +37,9 @@ from gsn_metric.patches import extract_patches
 from gsn_metric.train.datasets import load_dataset
 from gsn_metric.train.evaluate import breakdown, score_change
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # a folder of scripts: speed.py's ONNX session
+import speed_precision
+
 DEFAULT_VARIANTS = ["default", "flip", "patches=grid", "patches=grid,stride=48", "patches=full"]
 
 
@@ -61,16 +64,10 @@ class OnnxScorer:
     def __init__(self, weights: str | None, kind: str, folder: Path) -> None:
         if kind not in ("fp32", "int8"):
             raise SystemExit(f"onnx={kind}: use onnx=fp32 or onnx=int8")
-        import onnxruntime as ort
-
-        from gsn_metric.onnx_export import export_onnx
         from gsn_metric.weights import load_model
 
         self.patch_size = load_model(weights)[1].patch_size
-        path = export_onnx(folder / f"gsn-{kind}.onnx", weights, int8=kind == "int8")
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = torch.get_num_threads()
-        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self.session = speed_precision.onnx_session(weights, folder, kind == "int8")
 
     def __call__(self, ref: torch.Tensor, dist: torch.Tensor) -> torch.Tensor:
         r, d = (extract_patches(x[None], "five", self.patch_size)[0] for x in (ref, dist))
